@@ -1,0 +1,26 @@
+"""Models: the DeiT Vision Transformer, convnet teachers, and the registry that names them."""
+
+from deit.models import zoo  # noqa: F401  (registers the named models)
+from deit.models.complexity import Complexity, count_params, measure
+from deit.models.pos_embed import resample_pos_embed
+from deit.models.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from deit.models.registry import FAMILIES, build_model, create_model, get_entry, list_models
+from deit.models.vit import HEAD_MODES, ViTConfig, VisionTransformer
+
+__all__ = [
+    "FAMILIES",
+    "HEAD_MODES",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "Complexity",
+    "Preprocessing",
+    "ViTConfig",
+    "VisionTransformer",
+    "build_model",
+    "count_params",
+    "create_model",
+    "get_entry",
+    "list_models",
+    "measure",
+    "resample_pos_embed",
+]
