@@ -19,6 +19,9 @@ class Family:
     name: str
     config_cls: type
     build: Callable[[Any, Preprocessing], nn.Module]
+    # Given a canonical-layout state dict, return this family's config if the keys are this family's, else None.
+    # Lets checkpoint loading detect the architecture of a foreign file without being told.
+    infer_config: Callable[[dict], Any | None] | None = None
 
 
 @dataclass(frozen=True)
