@@ -5,7 +5,7 @@ from deit.models.complexity import Complexity, count_params, measure
 from deit.models.pos_embed import resample_pos_embed
 from deit.models.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from deit.models.registry import FAMILIES, build_model, create_model, get_entry, list_models
-from deit.models.vit import HEAD_MODES, ViTConfig, VisionTransformer
+from deit.models.vit import HEAD_MODES, VisionTransformer, ViTConfig
 
 __all__ = [
     "FAMILIES",
