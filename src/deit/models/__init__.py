@@ -5,6 +5,8 @@ from deit.models.complexity import Complexity, count_params, measure
 from deit.models.pos_embed import resample_pos_embed
 from deit.models.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from deit.models.registry import FAMILIES, build_model, create_model, get_entry, list_models
+from deit.models.regnet import RegNet, RegNetConfig
+from deit.models.resnet import ResNet, ResNetConfig
 from deit.models.vit import HEAD_MODES, VisionTransformer, ViTConfig
 
 __all__ = [
@@ -14,6 +16,10 @@ __all__ = [
     "IMAGENET_STD",
     "Complexity",
     "Preprocessing",
+    "RegNet",
+    "RegNetConfig",
+    "ResNet",
+    "ResNetConfig",
     "ViTConfig",
     "VisionTransformer",
     "build_model",

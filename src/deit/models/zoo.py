@@ -58,3 +58,55 @@ for _distilled in (False, True):
     for _size in ("tiny", "small", "base"):
         _register_deit(_size, _distilled, 224)
     _register_deit("base", _distilled, 384)
+
+
+# ------------------------------------------------------------------------------------------ convnet teachers
+from deit.models import regnet, resnet  # noqa: E402
+
+register_family(Family("regnet", regnet.RegNetConfig, regnet.RegNet, infer_config=regnet.infer_config))
+register_family(Family("resnet", resnet.ResNetConfig, resnet.ResNet, infer_config=resnet.infer_config))
+
+_TIMM_REGNET_URL = "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-regnet/"
+# name: (w0, wa, wm, group_size, depth, pretrained file, description); RegNetY: SE ratio 0.25 of the block input.
+_REGNETY = {
+    "regnety_002": (24, 36.44, 2.49, 8, 13, _TIMM_REGNET_URL + "regnety_002-e68ca334.pth", "RegNetY-200MF"),
+    "regnety_004": (48, 27.89, 2.09, 8, 16, _TIMM_REGNET_URL + "regnety_004-0db870e6.pth", "RegNetY-400MF"),
+    "regnety_008": (56, 38.84, 2.4, 16, 14, _TIMM_REGNET_URL + "regnety_008-dc900dbe.pth", "RegNetY-800MF"),
+    "regnety_160": (200, 106.23, 2.48, 112, 18, f"{OFFICIAL_URL}regnety_160-a5fe301d.pth",
+                    "RegNetY-16GF, the DeiT paper's teacher (ImageNet-1k top-1 82.9)"),
+}
+for _name, (_w0, _wa, _wm, _group, _depth, _url, _desc) in _REGNETY.items():
+    register_model(
+        ModelEntry(
+            name=_name,
+            family="regnet",
+            config=regnet.RegNetConfig(depth=_depth, w0=_w0, wa=_wa, wm=_wm, group_size=_group, se_ratio=0.25),
+            preprocessing=Preprocessing(input_size=224, crop_pct=0.875, interpolation="bicubic"),
+            pretrained_url=_url,
+            description=_desc,
+        )
+    )
+
+register_model(
+    ModelEntry(
+        name="resnet_digits",
+        family="resnet",
+        config=resnet.ResNetConfig(widths=(24, 48, 96), blocks=(1, 1, 1), stem="small", num_classes=10),
+        # The embedded digits data: RGB upsampled to 32 px, whole image (no crop).
+        preprocessing=Preprocessing(input_size=32, crop_pct=1.0, interpolation="bilinear"),
+        description="ResNet 24-48-96 with a 32 px stem (174,274 params): the convnet teacher for digits",
+    )
+)
+_TORCHVISION_URL = "https://download.pytorch.org/models/"
+for _name, _blocks, _file, _top1 in (("resnet18", (2, 2, 2, 2), "resnet18-f37072fd.pth", 69.76),
+                                     ("resnet34", (3, 4, 6, 3), "resnet34-b627a593.pth", 73.31)):
+    register_model(
+        ModelEntry(
+            name=_name,
+            family="resnet",
+            config=resnet.ResNetConfig(widths=(64, 128, 256, 512), blocks=_blocks, stem="imagenet"),
+            preprocessing=Preprocessing(input_size=224, crop_pct=0.875, interpolation="bilinear"),
+            pretrained_url=_TORCHVISION_URL + _file,
+            description=f"torchvision {_name} (ImageNet-1k top-1 {_top1})",
+        )
+    )
