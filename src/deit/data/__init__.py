@@ -1,0 +1,54 @@
+"""Data: data sets, the DeiT augmentation pipeline (no torchvision), samplers and the loader factory.
+
+Typical use::
+
+    cfg = DataConfig(dataset="imagefolder", root="/data/imagenet", batch_size=128)
+    train = build_loader(cfg, "train", preprocessing=model.preprocessing, seed=0)
+    mixup = build_mixup(cfg, num_classes=len(train.dataset.classes))
+    for epoch in range(start_epoch, epochs):
+        train.sampler.set_epoch(epoch, start_batch=k if epoch == start_epoch else 0)  # k: resume mid-epoch
+        for x, y in train:
+            x, soft = mixup(x, y, generator=step_generator)
+
+Reproducibility: a sample's augmentation depends only on (seed, epoch, its position in the epoch's stream),
+never on workers; see ``deit.data.samplers`` and ``deit.data.loader``.
+"""
+
+from deit.data.benchmark import benchmark_augmentation
+from deit.data.config import DATASETS, DataConfig
+from deit.data.datasets import SPLITS, ImageDataset, build_dataset
+from deit.data.images import IMG_EXTENSIONS, BadImageError, DataError, decode_image, to_rgb
+from deit.data.loader import TransformedDataset, build_loader, build_sampler
+from deit.data.mixup import Mixup, SoftTargetCrossEntropy, build_mixup, smooth_one_hot
+from deit.data.randaugment import RandAugment, parse_rand_augment
+from deit.data.samplers import EvalSampler, RepeatAugSampler, ShuffleSampler
+from deit.data.transforms import RandomErasing, RandomResizedCrop, build_transform
+
+__all__ = [
+    "DATASETS",
+    "IMG_EXTENSIONS",
+    "SPLITS",
+    "BadImageError",
+    "DataConfig",
+    "DataError",
+    "EvalSampler",
+    "ImageDataset",
+    "Mixup",
+    "RandAugment",
+    "RandomErasing",
+    "RandomResizedCrop",
+    "RepeatAugSampler",
+    "ShuffleSampler",
+    "SoftTargetCrossEntropy",
+    "TransformedDataset",
+    "benchmark_augmentation",
+    "build_dataset",
+    "build_loader",
+    "build_mixup",
+    "build_sampler",
+    "build_transform",
+    "decode_image",
+    "parse_rand_augment",
+    "smooth_one_hot",
+    "to_rgb",
+]

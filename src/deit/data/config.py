@@ -1,0 +1,143 @@
+"""`DataConfig`: every data and augmentation setting, with the DeiT paper's defaults.
+
+Mean, std, crop_pct, the eval interpolation and the network's input size are not here: they belong to the model
+(`deit.models.Preprocessing`) and are passed to `build_transform` / `build_loader` next to this config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+
+from deit.models.preprocessing import INTERPOLATIONS
+
+DATASETS: tuple[str, ...] = ("digits", "imagefolder", "cifar10", "cifar100", "csv", "synthetic")
+ERASE_MODES: tuple[str, ...] = ("pixel", "rand", "const")
+BAD_IMAGE_POLICIES: tuple[str, ...] = ("skip", "fail")
+# Datasets read from files under `root`; the others are built in.
+NEEDS_ROOT: tuple[str, ...] = ("imagefolder", "cifar10", "cifar100", "csv")
+
+
+def _pair(name: str, value: Sequence[float]) -> tuple[float, float]:
+    try:
+        a, b = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a pair of numbers (low, high), got {value!r}") from None
+    if a > b:
+        raise ValueError(f"{name} must be (low, high) with low <= high, got {value!r}")
+    return a, b
+
+
+@dataclass
+class DataConfig:
+    """Data set, loader and augmentation settings. Defaults are the DeiT ImageNet recipe.
+
+    ``img_size`` is the size the built-in data sets (digits, synthetic) are rendered at; the size the network
+    sees is always ``Preprocessing.input_size`` (train crops are resized to it, eval images centre-cropped to it).
+    """
+
+    # -- which data
+    dataset: str = "digits"
+    root: str | None = None
+    img_size: int = 224
+    val_fraction: float = 0.1  # one-folder imagefolder / one-file csv: fraction held out for val (stratified)
+    split_seed: int = 0  # seeds the val_fraction split and the train_per_class subset
+    train_per_class: int | None = None  # keep this many training images per class (stratified, seeded)
+    synthetic_classes: int = 10
+    synthetic_train: int = 512
+    synthetic_val: int = 128
+    on_bad_image: str = "skip"  # unreadable file: "skip" (replace by another sample, log it) or "fail"
+
+    # -- loader
+    batch_size: int = 64  # per device
+    num_workers: int = 4
+    pin_memory: bool = True  # only takes effect when CUDA is available
+    persistent_workers: bool = True  # only takes effect when num_workers > 0
+
+    # -- per-image train augmentation
+    scale: tuple[float, float] = (0.08, 1.0)
+    ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0)
+    hflip: float = 0.5
+    train_interpolation: str = "bicubic"
+    auto_augment: str | None = "rand-m9-mstd0.5-inc1"
+    reprob: float = 0.25
+    remode: str = "pixel"
+    recount: int = 1
+
+    # -- batch-level augmentation and targets
+    mixup: float = 0.8
+    cutmix: float = 1.0
+    mixup_prob: float = 1.0
+    mixup_switch_prob: float = 0.5
+    smoothing: float = 0.1
+
+    # -- sampling
+    repeated_aug: bool = True
+    num_repeats: int = 3
+
+    def __post_init__(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
+        if self.dataset in NEEDS_ROOT and not self.root:
+            raise ValueError(f"dataset {self.dataset!r} reads files: give its root (a folder or archive path)")
+        if self.root is not None:
+            self.root = str(self.root)
+        for name, lo in (("img_size", 8), ("batch_size", 1), ("recount", 1), ("num_repeats", 1),
+                         ("synthetic_classes", 1), ("synthetic_train", 1), ("synthetic_val", 1)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+        if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or self.num_workers < 0:
+            raise ValueError(f"num_workers must be an integer >= 0, got {self.num_workers!r}")
+        if self.train_per_class is not None and (not isinstance(self.train_per_class, int)
+                                                 or self.train_per_class < 1):
+            raise ValueError(f"train_per_class must be None or an integer >= 1, got {self.train_per_class!r}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        self.scale = _pair("scale", self.scale)
+        if not 0.0 < self.scale[0] <= self.scale[1] <= 1.0:
+            raise ValueError(f"scale must satisfy 0 < low <= high <= 1, got {self.scale}")
+        self.ratio = _pair("ratio", self.ratio)
+        if self.ratio[0] <= 0:
+            raise ValueError(f"ratio must be positive, got {self.ratio}")
+        for name in ("hflip", "reprob", "mixup_prob", "mixup_switch_prob"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"{name} is a probability in [0, 1], got {v}")
+        for name in ("mixup", "cutmix"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} is a Beta alpha, >= 0 (0 = off), got {getattr(self, name)}")
+        if not 0.0 <= self.smoothing < 1.0:
+            raise ValueError(f"smoothing must be in [0, 1), got {self.smoothing}")
+        if self.train_interpolation not in INTERPOLATIONS:
+            raise ValueError(f"train_interpolation must be one of {INTERPOLATIONS}, got {self.train_interpolation!r}")
+        if self.remode not in ERASE_MODES:
+            raise ValueError(f"remode must be one of {ERASE_MODES}, got {self.remode!r}")
+        if self.on_bad_image not in BAD_IMAGE_POLICIES:
+            raise ValueError(f"on_bad_image must be one of {BAD_IMAGE_POLICIES}, got {self.on_bad_image!r}")
+        if self.auto_augment in ("", "none", "None"):
+            self.auto_augment = None
+        if self.auto_augment is not None:
+            from deit.data.randaugment import parse_rand_augment
+
+            parse_rand_augment(self.auto_augment)  # raises ValueError naming the bad part
+        if self.mixup_active and self.batch_size % 2:
+            raise ValueError(f"mixup/cutmix pair each image with the batch flipped: batch_size must be even, "
+                             f"got {self.batch_size} (or set mixup=0 and cutmix=0)")
+
+    @property
+    def mixup_active(self) -> bool:
+        return (self.mixup > 0 or self.cutmix > 0) and self.mixup_prob > 0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["scale"], d["ratio"] = list(self.scale), list(self.ratio)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DataConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown data setting(s) {unknown}; known: {sorted(known)}")
+        return cls(**d)

@@ -1,0 +1,103 @@
+"""``build_loader``: data set + transform + sampler + DataLoader, reproducible to the sample.
+
+Each sample's augmentation is drawn from ``numpy.random.default_rng([seed, epoch, position])`` where position is
+its place in the epoch's stream over all ranks (see ``deit.data.samplers``). Hence the same seed gives the same
+batches with 0 or N workers, and a run resumed with ``loader.sampler.set_epoch(epoch, start_batch=k)`` yields
+exactly the batches k, k+1, ... of the uninterrupted run. Mixup is separate: it is seeded by the trainer through
+the generator it passes to ``Mixup``. Workers' global RNGs (python, numpy, torch) are also seeded from ``seed``
+via the DataLoader's generator, for any user transform that uses them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from deit.data.config import DataConfig
+from deit.data.datasets import ImageDataset, build_dataset
+from deit.data.images import DataError
+from deit.data.samplers import EpochSampler, EvalSampler, RepeatAugSampler, ShuffleSampler, dist_info
+from deit.data.transforms import Compose, build_transform
+from deit.models.preprocessing import Preprocessing
+
+
+class TransformedDataset(Dataset):
+    """``ds[(index, (seed, epoch, position))] -> (tensor, label)``; a plain int key seeds from (0, 0, index)."""
+
+    def __init__(self, base: ImageDataset, transform: Compose):
+        self.base = base
+        self.transform = transform
+
+    @property
+    def classes(self) -> list[str]:
+        return self.base.classes
+
+    @property
+    def targets(self) -> list[int]:
+        return self.base.targets
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, key: int | tuple[int, tuple[int, int, int]]) -> tuple[torch.Tensor, int]:
+        index, seed = key if isinstance(key, tuple) else (key, (0, 0, key))
+        img, label = self.base[index]
+        return self.transform(img, np.random.default_rng(seed)), label
+
+
+def resolve_distributed(distributed) -> tuple[int, int]:
+    """None: torch.distributed's world when initialised, else one process. False: one process. True: must be
+    initialised. (num_replicas, rank): as given (tests, custom launchers)."""
+    if distributed is None:
+        return dist_info()
+    if distributed is False:
+        return 1, 0
+    if distributed is True:
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            raise RuntimeError("distributed=True but torch.distributed is not initialised")
+        return dist_info()
+    num_replicas, rank = distributed
+    return dist_info(int(num_replicas), int(rank))
+
+
+def build_sampler(cfg: DataConfig, num_items: int, augment: bool, *, seed: int = 0,
+                  distributed=None) -> EpochSampler:
+    num_replicas, rank = resolve_distributed(distributed)
+    if not augment:
+        return EvalSampler(num_items, num_replicas=num_replicas, rank=rank, seed=seed, batch_size=cfg.batch_size)
+    if cfg.repeated_aug:
+        return RepeatAugSampler(num_items, num_repeats=cfg.num_repeats, num_replicas=num_replicas, rank=rank,
+                                seed=seed, batch_size=cfg.batch_size)
+    return ShuffleSampler(num_items, num_replicas=num_replicas, rank=rank, seed=seed, batch_size=cfg.batch_size)
+
+
+def build_loader(cfg: DataConfig, split: str = "train", *, preprocessing: Preprocessing, seed: int = 0,
+                 distributed=None, dataset: ImageDataset | None = None, augment: bool | None = None
+                 ) -> DataLoader:
+    """A DataLoader of ``(images, labels)`` batches; ``loader.sampler.set_epoch(epoch, start_batch=0)`` each epoch.
+
+    ``augment`` (default: split == "train") picks the train transform, the shuffling/repeating sampler and
+    ``drop_last``; otherwise the eval transform and an in-order sampler that visits each sample once over all
+    ranks. ``dataset`` reuses an already built data set. ``loader.dataset.classes`` names the classes.
+    """
+    ds = build_dataset(cfg, split) if dataset is None else dataset
+    augment = split == "train" if augment is None else augment
+    sampler = build_sampler(cfg, len(ds), augment, seed=seed, distributed=distributed)
+    workers = cfg.num_workers
+    loader = DataLoader(
+        TransformedDataset(ds, build_transform(cfg, augment, preprocessing)),
+        batch_size=cfg.batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=cfg.pin_memory and torch.cuda.is_available(),
+        drop_last=augment,
+        persistent_workers=cfg.persistent_workers and workers > 0,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    if len(loader) == 0:
+        raise DataError(f"the {split} loader has no batches: {len(sampler)} samples per process, fewer than "
+                        f"batch_size={cfg.batch_size} (last incomplete batch dropped); lower batch_size")
+    return loader
