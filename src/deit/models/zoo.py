@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from deit.checkpoints.infer import infer_vit_config
 from deit.models.preprocessing import Preprocessing
 from deit.models.registry import Family, ModelEntry, register_family, register_model
-from deit.models.vit import ViTConfig, VisionTransformer
+from deit.models.vit import VisionTransformer, ViTConfig
 
 OFFICIAL_URL = "https://dl.fbaipublicfiles.com/deit/"
 
-register_family(Family("vit", ViTConfig, lambda cfg, pre: VisionTransformer(cfg, pre)))
+register_family(Family("vit", ViTConfig, lambda cfg, pre: VisionTransformer(cfg, pre), infer_config=infer_vit_config))
 
 _SIZES = {"tiny": (192, 3), "small": (384, 6), "base": (768, 12)}
 _HASHES = {

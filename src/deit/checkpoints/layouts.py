@@ -1,0 +1,338 @@
+"""Key layouts of DeiT checkpoints in the public ecosystems, detected from the keys, converted to canonical and back.
+
+Canonical = the official / timm names (``blocks.{i}.attn.qkv.weight`` ...), which are also our model's parameter
+names. Supported layouts (see ``../shared/reference/checkpoint-formats.md``):
+
+- ``official``: ``{'model': state_dict, ...}`` pickle from the reference training script;
+- ``timm``: the same keys, bare (or under ``state_dict``);
+- ``openmmlab``: mmcls / mmpretrain, ``{'meta', 'state_dict'}`` with ``backbone.layers.{i}.ln1`` ... names;
+- ``hf-legacy``: transformers <= 4.x names (``deit.encoder.layer.{i}.attention.attention.query`` ...);
+- ``hf-v5``: transformers 5.x names (``deit.layers.{i}.attention.q_proj`` ...);
+- ``deit``: our ``.safetensors`` with metadata (canonical keys; handled by the loader, not here).
+
+HF and OpenMMLab layouts only exist for the ViT family; other families (e.g. a RegNet teacher) are read in their
+timm layout.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from deit.checkpoints.errors import CheckpointError, StateDictMismatchError
+
+SUPPORTED_LAYOUTS: tuple[str, ...] = ("deit", "official", "timm", "openmmlab", "hf-legacy", "hf-v5")
+LAYOUT_HELP = (
+    "supported layouts: deit (our .safetensors), official ({'model': state_dict} .pth), timm (bare state dict, "
+    ".pth or .safetensors), openmmlab ({'meta', 'state_dict'} with backbone.* keys), hf-legacy and hf-v5 "
+    "(transformers save_pretrained directory or its weight file)"
+)
+
+
+@dataclass
+class Converted:
+    """A state dict in canonical keys, with what was found on the way."""
+
+    state_dict: dict[str, torch.Tensor]
+    layout: str
+    notes: list[str] = field(default_factory=list)
+    # Config fields the layout itself implies (e.g. HF DeiTForImageClassification classifies from the cls token).
+    hints: dict[str, Any] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------------------ helpers
+def _is_tensor_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and len(obj) > 0 and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def unwrap(obj: Any) -> tuple[dict[str, torch.Tensor], str | None]:
+    """Find the weights inside a loaded file: (state dict, name of the wrapping key or None)."""
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"expected a dict of tensors (or a dict holding one), found a {type(obj).__name__}")
+    if _is_tensor_dict(obj):
+        sd, wrapper = dict(obj), None
+    else:
+        # 'model' is the official script's key (its EMA copy, 'model_ema', is ignored); 'state_dict' is OpenMMLab's
+        # and timm's training checkpoints'.
+        for key in ("model", "state_dict", "module", "state_dict_ema", "model_ema"):
+            if key in obj and _is_tensor_dict(obj[key]):
+                sd, wrapper = dict(obj[key]), key
+                break
+        else:
+            found = ", ".join(f"{k!r} ({type(v).__name__})" for k, v in list(obj.items())[:12])
+            raise CheckpointError(
+                "found no state dict in this file: expected a dict of tensors or one under 'model' or "
+                f"'state_dict'; top-level entries: {found}"
+            )
+    # Wrappers of the training loop: DistributedDataParallel ('module.') and torch.compile ('_orig_mod.').
+    for prefix in ("module.", "_orig_mod."):
+        if sd and all(k.startswith(prefix) for k in sd):
+            sd = {k[len(prefix) :]: v for k, v in sd.items()}
+    return sd, wrapper
+
+
+def key_prefixes(keys: Iterable[str], limit: int = 12) -> str:
+    """The first two dotted parts of the keys (block numbers folded), most frequent first: for error messages."""
+    counts: Counter[str] = Counter()
+    for k in keys:
+        parts = re.sub(r"\.\d+(\.|$)", r".{i}\1", k).split(".")
+        counts[".".join(parts[:2]) + ("." if len(parts) > 2 else "")] += 1
+    shown = [p for p, _ in counts.most_common(limit)]
+    more = f" and {len(counts) - limit} more" if len(counts) > limit else ""
+    return ", ".join(shown) + more
+
+
+def _hf_prefix(keys: set[str]) -> str | None:
+    for prefix in ("deit.", "vit.", ""):
+        if f"{prefix}embeddings.patch_embeddings.projection.weight" in keys:
+            return prefix
+    return None
+
+
+def detect_layout(state_dict: Mapping[str, torch.Tensor], wrapper: str | None = None) -> str:
+    """Name the layout from the keys: openmmlab, hf-legacy, hf-v5, or official/timm (canonical keys)."""
+    keys = set(state_dict)
+    prefix = _hf_prefix(keys)
+    if prefix is not None:
+        if any(k.startswith(f"{prefix}encoder.layer.") for k in keys):
+            return "hf-legacy"
+        return "hf-v5"
+    if any(k.startswith("backbone.") for k in keys):
+        return "openmmlab"
+    return "official" if wrapper == "model" else "timm"
+
+
+def to_canonical(state_dict: Mapping[str, torch.Tensor], layout: str) -> Converted:
+    if layout in ("official", "timm", "deit"):
+        return Converted(dict(state_dict), layout)
+    if layout == "openmmlab":
+        return _from_openmmlab(state_dict)
+    if layout in ("hf-legacy", "hf-v5"):
+        return _from_hf(state_dict, layout)
+    raise CheckpointError(f"unknown layout {layout!r}; {LAYOUT_HELP}")
+
+
+def _rename(key: str, rules: list[tuple[re.Pattern, str | None]]) -> tuple[bool, str | None]:
+    for pattern, repl in rules:
+        if pattern.match(key):
+            return True, None if repl is None else pattern.sub(repl, key, count=1)
+    return False, None
+
+
+def _rules(pairs: list[tuple[str, str | None]]) -> list[tuple[re.Pattern, str | None]]:
+    return [(re.compile(p), r) for p, r in pairs]
+
+
+def _unrecognised(keys: list[str], layout: str) -> StateDictMismatchError:
+    shown = ", ".join(repr(k) for k in keys[:8]) + (f" and {len(keys) - 8} more" if len(keys) > 8 else "")
+    return StateDictMismatchError(f"{layout} checkpoint has keys with no DeiT counterpart: {shown}")
+
+
+# --------------------------------------------------------------------------------------------------- OpenMMLab
+_MMLAB_RULES = _rules(
+    [
+        (r"^backbone\.(cls_token|dist_token|pos_embed)$", r"\1"),
+        (r"^backbone\.patch_embed\.projection\.", "patch_embed.proj."),
+        (r"^backbone\.layers\.(\d+)\.ln1\.", r"blocks.\1.norm1."),
+        (r"^backbone\.layers\.(\d+)\.ln2\.", r"blocks.\1.norm2."),
+        (r"^backbone\.layers\.(\d+)\.attn\.(qkv|proj)\.", r"blocks.\1.attn.\2."),
+        (r"^backbone\.layers\.(\d+)\.ffn\.layers\.0\.0\.", r"blocks.\1.mlp.fc1."),
+        (r"^backbone\.layers\.(\d+)\.ffn\.layers\.1\.", r"blocks.\1.mlp.fc2."),
+        # The final norm has the same short name as the blocks' first norm: anchored on `backbone.ln1.`.
+        (r"^backbone\.ln1\.", "norm."),
+        (r"^head\.layers\.head\.", "head."),
+        (r"^head\.layers\.head_dist\.", "head_dist."),
+        (r"^head\.fc\.", "head."),  # mmcls LinearClsHead
+        # mmpretrain's data preprocessor normalisation buffers: not weights.
+        (r"^data_preprocessor\.", None),
+    ]
+)
+
+
+def _from_openmmlab(state_dict: Mapping[str, torch.Tensor]) -> Converted:
+    out: dict[str, torch.Tensor] = {}
+    bad: list[str] = []
+    for k, v in state_dict.items():
+        ok, new = _rename(k, _MMLAB_RULES)
+        if not ok:
+            bad.append(k)
+        elif new is not None:
+            out[new] = v
+    if bad:
+        raise _unrecognised(bad, "openmmlab")
+    notes = []
+    if "dist_token" in out:
+        notes.append("OpenMMLab's DeiT head always averages both heads: head_mode 'avg'")
+    return Converted(out, "openmmlab", notes)
+
+
+# --------------------------------------------------------------------------------------- HF transformers
+_HF_EMBED_RULES = [
+    (r"^embeddings\.cls_token$", "cls_token"),
+    (r"^embeddings\.distillation_token$", "dist_token"),
+    (r"^embeddings\.position_embeddings$", "pos_embed"),
+    (r"^embeddings\.patch_embeddings\.projection\.", "patch_embed.proj."),
+    (r"^embeddings\.mask_token$", None),  # masked-image-modelling only
+    (r"^layernorm\.", "norm."),
+    (r"^pooler\.", None),  # DeiTModel(add_pooling_layer=True): no DeiT counterpart
+]
+_HF_LEGACY_RULES = _rules(
+    _HF_EMBED_RULES
+    + [
+        (r"^encoder\.layer\.(\d+)\.layernorm_before\.", r"blocks.\1.norm1."),
+        (r"^encoder\.layer\.(\d+)\.layernorm_after\.", r"blocks.\1.norm2."),
+        (r"^encoder\.layer\.(\d+)\.attention\.attention\.query\.", r"blocks.\1.attn.q."),
+        (r"^encoder\.layer\.(\d+)\.attention\.attention\.key\.", r"blocks.\1.attn.k."),
+        (r"^encoder\.layer\.(\d+)\.attention\.attention\.value\.", r"blocks.\1.attn.v."),
+        (r"^encoder\.layer\.(\d+)\.attention\.output\.dense\.", r"blocks.\1.attn.proj."),
+        (r"^encoder\.layer\.(\d+)\.intermediate\.dense\.", r"blocks.\1.mlp.fc1."),
+        (r"^encoder\.layer\.(\d+)\.output\.dense\.", r"blocks.\1.mlp.fc2."),
+    ]
+)
+_HF_V5_RULES = _rules(
+    _HF_EMBED_RULES
+    + [
+        (r"^layers\.(\d+)\.layernorm_before\.", r"blocks.\1.norm1."),
+        (r"^layers\.(\d+)\.layernorm_after\.", r"blocks.\1.norm2."),
+        (r"^layers\.(\d+)\.attention\.q_proj\.", r"blocks.\1.attn.q."),
+        (r"^layers\.(\d+)\.attention\.k_proj\.", r"blocks.\1.attn.k."),
+        (r"^layers\.(\d+)\.attention\.v_proj\.", r"blocks.\1.attn.v."),
+        (r"^layers\.(\d+)\.attention\.o_proj\.", r"blocks.\1.attn.proj."),
+        (r"^layers\.(\d+)\.mlp\.fc1\.", r"blocks.\1.mlp.fc1."),
+        (r"^layers\.(\d+)\.mlp\.fc2\.", r"blocks.\1.mlp.fc2."),
+    ]
+)
+_HF_HEAD_RULES = _rules(
+    [
+        (r"^cls_classifier\.", "head."),
+        (r"^distillation_classifier\.", "head_dist."),
+        (r"^classifier\.", "head."),
+    ]
+)
+_QKV = re.compile(r"^blocks\.(\d+)\.attn\.([qkv])\.(weight|bias)$")
+
+
+def _from_hf(state_dict: Mapping[str, torch.Tensor], layout: str) -> Converted:
+    prefix = _hf_prefix(set(state_dict)) or ""
+    body_rules = _HF_LEGACY_RULES if layout == "hf-legacy" else _HF_V5_RULES
+    out: dict[str, torch.Tensor] = {}
+    parts: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+    bad: list[str] = []
+    dropped: list[str] = []
+    for k, v in state_dict.items():
+        ok, new = False, None
+        if k.startswith(prefix):  # every key when the file is a bare DeiTModel / ViTModel (no prefix)
+            ok, new = _rename(k[len(prefix) :], body_rules)
+        if not ok:
+            ok, new = _rename(k, _HF_HEAD_RULES)
+        if not ok:
+            bad.append(k)
+            continue
+        if new is None:
+            dropped.append(k)
+            continue
+        m = _QKV.match(new)
+        if m:
+            parts.setdefault((m.group(1), m.group(3)), {})[m.group(2)] = v
+        else:
+            out[new] = v
+    if bad:
+        raise _unrecognised(bad, layout)
+    for (block, kind), qkv in sorted(parts.items()):
+        missing = [n for n in "qkv" if n not in qkv]
+        if missing:
+            raise StateDictMismatchError(
+                f"{layout} checkpoint: block {block} has attention {kind} for {sorted(qkv)} but not {missing}"
+            )
+        # Fused qkv rows are [q | k | v], each D rows, heads contiguous inside each: the same order HF splits in.
+        out[f"blocks.{block}.attn.qkv.{kind}"] = torch.cat([qkv["q"], qkv["k"], qkv["v"]], dim=0)
+    notes = [f"fused the separate query/key/value projections of {len({b for b, _ in parts})} blocks into qkv"]
+    hints: dict[str, Any] = {}
+    if dropped:
+        notes.append(f"dropped {len(dropped)} HF-only tensors with no DeiT counterpart ({', '.join(dropped[:3])})")
+    if "dist_token" in out and "head.weight" in out and "head_dist.weight" not in out:
+        # DeiTForImageClassification: a distillation token, but one classifier, on the class token.
+        out["head_dist.weight"] = out["head.weight"].clone()
+        if "head.bias" in out:
+            out["head_dist.bias"] = out["head.bias"].clone()
+        hints["head_mode"] = "cls"
+        notes.append(
+            "HF DeiTForImageClassification classifies from the class token only: head_mode 'cls', and head_dist "
+            "(absent from the file) starts as a copy of head"
+        )
+    return Converted(out, layout, notes, hints)
+
+
+def from_canonical_hf(
+    state_dict: Mapping[str, torch.Tensor], *, layout: str = "v5", prefix: str = "deit", heads: str = "teacher"
+) -> dict[str, torch.Tensor]:
+    """Canonical ViT keys -> HF transformers keys.
+
+    layout: "v5" (transformers 5.x) or "legacy" (<= 4.x); prefix: "deit" or "vit"; heads: "teacher"
+    (cls_classifier + distillation_classifier), "single" (classifier on the class token) or "none".
+    """
+    if layout not in ("v5", "legacy"):
+        raise ValueError(f"HF layout must be 'v5' or 'legacy', got {layout!r}")
+    p = f"{prefix}." if prefix else ""
+    if layout == "v5":
+        block_map = {
+            "norm1.": "layernorm_before.",
+            "norm2.": "layernorm_after.",
+            "attn.proj.": "attention.o_proj.",
+            "mlp.fc1.": "mlp.fc1.",
+            "mlp.fc2.": "mlp.fc2.",
+        }
+        qkv_names, block_base = ("attention.q_proj", "attention.k_proj", "attention.v_proj"), "layers"
+    else:
+        block_map = {
+            "norm1.": "layernorm_before.",
+            "norm2.": "layernorm_after.",
+            "attn.proj.": "attention.output.dense.",
+            "mlp.fc1.": "intermediate.dense.",
+            "mlp.fc2.": "output.dense.",
+        }
+        qkv_names = ("attention.attention.query", "attention.attention.key", "attention.attention.value")
+        block_base = "encoder.layer"
+    head_map = {"teacher": {"head.": "cls_classifier.", "head_dist.": "distillation_classifier."},
+                "single": {"head.": "classifier."}, "none": {}}[heads]
+    fixed = {
+        "cls_token": "embeddings.cls_token",
+        "dist_token": "embeddings.distillation_token",
+        "pos_embed": "embeddings.position_embeddings",
+    }
+    out: dict[str, torch.Tensor] = {}
+    for k, v in state_dict.items():
+        if k in fixed:
+            out[p + fixed[k]] = v
+        elif k.startswith("patch_embed.proj."):
+            out[p + "embeddings.patch_embeddings.projection." + k.split(".")[-1]] = v
+        elif k.startswith("norm."):
+            out[p + "layernorm." + k.split(".")[-1]] = v
+        elif k.startswith("blocks."):
+            _, i, rest = k.split(".", 2)
+            if rest.startswith("attn.qkv."):
+                kind = rest.rsplit(".", 1)[1]
+                for name, chunk in zip(qkv_names, v.chunk(3, dim=0), strict=True):
+                    out[f"{p}{block_base}.{i}.{name}.{kind}"] = chunk.clone()
+                continue
+            for ours, theirs in block_map.items():
+                if rest.startswith(ours):
+                    out[f"{p}{block_base}.{i}.{theirs}{rest[len(ours):]}"] = v
+                    break
+            else:
+                raise StateDictMismatchError(f"no HF counterpart for key {k!r}")
+        else:
+            for ours, theirs in head_map.items():
+                if k.startswith(ours):
+                    out[theirs + k[len(ours) :]] = v
+                    break
+            else:
+                if k.startswith(("head.", "head_dist.")):
+                    continue  # a head the chosen HF class does not have
+                raise StateDictMismatchError(f"no HF counterpart for key {k!r}")
+    return out
