@@ -1,0 +1,187 @@
+"""`Predictor`: images in (paths or PIL images, any mode, EXIF-rotated), class names and probabilities out.
+
+The checkpoint's own recorded preprocessing (input size, crop ratio, interpolation, mean/std) is applied through the
+data package's eval transform, so a prediction sees exactly what evaluation saw.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from PIL import Image, ImageOps
+from torch import nn
+
+from deit.inference.common import InferenceHead, load_model, resolve_class_names
+from deit.models.preprocessing import Preprocessing
+from deit.train.distributed import resolve_device
+
+ImageInput = str | os.PathLike | Image.Image
+
+
+@dataclass(frozen=True)
+class ClassScore:
+    index: int
+    name: str
+    probability: float
+
+    def to_dict(self) -> dict:
+        return {"index": self.index, "name": self.name, "probability": self.probability}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One input's result: its top-k classes, or the reason it could not be read (then ``top_k`` is empty)."""
+
+    source: str
+    top_k: list[ClassScore] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict:
+        if self.error is not None:
+            return {"source": self.source, "error": self.error}
+        return {"source": self.source, "predictions": [c.to_dict() for c in self.top_k]}
+
+
+def eval_transform(preprocessing: Preprocessing) -> Callable[[Image.Image], torch.Tensor]:
+    """The eval transform of a model's preprocessing: resize shorter side to input_size / crop_pct, centre-crop,
+    to tensor, normalise (the data package's, so prediction and evaluation cannot drift apart)."""
+    from deit.data.config import DataConfig
+    from deit.data.transforms import build_transform
+
+    return build_transform(DataConfig(), train=False, preprocessing=preprocessing)
+
+
+def to_model_image(image: Image.Image) -> Image.Image:
+    """An in-memory PIL image the way decode_image returns files: EXIF orientation applied, converted to RGB."""
+    from deit.data.images import to_rgb
+
+    return to_rgb(ImageOps.exif_transpose(image) or image)
+
+
+class Predictor:
+    """Classify images with a checkpoint (any supported layout) or an ``nn.Module``.
+
+    ``head``: 'avg' (the paper's inference: mean of the class and distillation heads), 'cls' or 'dist' for a
+    distilled model; ``None`` keeps the model's own setting. Class names come from the checkpoint, else the
+    packaged ImageNet-1k names for a 1000-class model, else ``class_{i}``.
+    """
+
+    def __init__(
+        self,
+        checkpoint_or_model: str | os.PathLike | nn.Module,
+        device: str | torch.device = "cpu",
+        head: str | None = None,
+        batch_size: int = 32,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.device = resolve_device(str(device))  # "auto": CUDA when available
+        self.model = load_model(checkpoint_or_model)
+        self.net = InferenceHead(self.model, head).to(self.device).eval()
+        self.head = head
+        self.batch_size = batch_size
+        prep = getattr(self.model, "preprocessing", None)
+        if prep is None:
+            raise ValueError("the model records no preprocessing (input size, crop, mean/std); load it from a "
+                             "deit checkpoint or set model.preprocessing = deit.models.Preprocessing(...)")
+        self.preprocessing = prep
+        self.transform = eval_transform(prep)
+        self._class_names: list[str] | None = None
+
+    @property
+    def class_names(self) -> list[str]:
+        return self._names_for(getattr(self.model, "num_classes", None))
+
+    def load_image(self, item: ImageInput) -> Image.Image:
+        if isinstance(item, Image.Image):
+            return to_model_image(item)
+        from deit.data.images import decode_image
+
+        path = os.fspath(item)
+        if os.path.isdir(path):
+            raise IsADirectoryError(f"{path} is a directory, not an image file")
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"no such file: {path}")
+        return decode_image(path)
+
+    def preprocess(self, item: ImageInput) -> torch.Tensor:
+        """One image as the model's (3, S, S) normalised input tensor."""
+        return self.transform(self.load_image(item))
+
+    @torch.inference_mode()
+    def logits(self, batch: torch.Tensor) -> torch.Tensor:
+        """Logits of the chosen head for an already preprocessed (B, 3, S, S) batch."""
+        return self.net(batch.to(self.device)).float().cpu()
+
+    def predict(self, inputs: ImageInput | Iterable[ImageInput], top_k: int = 5) -> list[Prediction]:
+        """One Prediction per input, in order. An unreadable input gets an error entry; the others still run."""
+        if isinstance(inputs, (str, os.PathLike, Image.Image)):
+            inputs = [inputs]
+        items = list(inputs)
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        results: list[Prediction] = []
+        for start in range(0, len(items), self.batch_size):
+            results.extend(self._predict_chunk(items[start : start + self.batch_size], top_k, start))
+        return results
+
+    def _predict_chunk(self, items: Sequence[ImageInput], top_k: int, offset: int) -> list[Prediction]:
+        sources = [_source_name(item, offset + i) for i, item in enumerate(items)]
+        errors: dict[int, str] = {}
+        tensors: list[torch.Tensor] = []
+        for i, item in enumerate(items):
+            try:
+                tensors.append(self.preprocess(item))
+            except Exception as exc:  # a bad file must not stop the others: report it with its reason
+                errors[i] = _error_message(exc)
+        scores: list[list[ClassScore]] = []
+        if tensors:
+            probs = self.logits(torch.stack(tensors)).softmax(dim=-1)
+            k = min(top_k, probs.shape[-1])
+            names = self._names_for(probs.shape[-1])
+            values, indices = probs.topk(k, dim=-1)
+            for vals, idxs in zip(values.tolist(), indices.tolist(), strict=True):
+                scores.append([ClassScore(j, names[j], p) for j, p in zip(idxs, vals, strict=True)])
+        out, ok = [], iter(scores)
+        for i, source in enumerate(sources):
+            out.append(Prediction(source, error=errors[i]) if i in errors else Prediction(source, next(ok)))
+        return out
+
+    def _names_for(self, n: int | None) -> list[str]:
+        if self._class_names is None or len(self._class_names) != n:
+            self._class_names = resolve_class_names(self.model, n)
+        return self._class_names
+
+
+def _source_name(item: ImageInput, i: int) -> str:
+    if isinstance(item, Image.Image):
+        return getattr(item, "filename", "") or f"<image {i}>"
+    return os.fspath(item)
+
+
+def _error_message(exc: Exception) -> str:
+    msg = str(exc)
+    if isinstance(exc, (FileNotFoundError, IsADirectoryError)) or msg.startswith("cannot read image"):
+        return msg
+    return f"{type(exc).__name__}: {msg}"
+
+
+def format_predictions(results: Sequence[Prediction]) -> str:
+    """Human-readable: per input, its top-k as 'probability  index  name', or its error."""
+    lines: list[str] = []
+    for r in results:
+        if not r.ok:
+            lines.append(f"{r.source}: ERROR: {r.error}")
+            continue
+        lines.append(f"{r.source}:")
+        width = max(len(str(c.index)) for c in r.top_k)
+        for c in r.top_k:
+            lines.append(f"  {c.probability * 100:6.2f}%  {c.index:>{width}}  {c.name}")
+    return "\n".join(lines)
