@@ -1,0 +1,178 @@
+"""The run directory and its files, all written atomically (write to a temporary file, fsync, rename).
+
+    RUN_DIR/
+      config.yaml           the resolved config (what ``deit train --resume RUN_DIR`` reads back)
+      metrics.jsonl         one JSON object a line: ``{"kind": "step"|"epoch"|"event", "step": ..., ...}``
+      last.safetensors      the latest weights, our checkpoint layout (deit.load_checkpoint reads it)
+      best.safetensors      the weights of the epoch with the best validation top-1
+      ema.safetensors       the EMA weights at the latest save (when EMA is on)
+      state.pt              training state: model, optimizer, schedule position, EMA, grad scaler, epoch, step,
+                            position in the epoch, RNG states, best metric; self-contained, so resuming needs
+                            nothing else and a kill between two files can never mix two steps
+      summary.json          final metrics of the run
+      plots/*.png           ``deit plot RUN_DIR``
+
+A SIGKILL at any moment leaves every file either at its previous or its new version; ``metrics.jsonl`` is
+append-only, and on resume the lines written after the resumed step (and a torn last line) are dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+STATE_VERSION = 1
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; once the body has written it: fsync, rename over ``path``, fsync dir.
+
+    The temporary name keeps the final suffix, so writers that check extensions accept it.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+        _fsync_dir(path.parent)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # e.g. Windows: directories cannot be opened
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+# --------------------------------------------------------------------------------------------------- RNG states
+def rng_states() -> dict:
+    states = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    np.random.set_state(states["numpy"])
+    random.setstate(states["python"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+# ------------------------------------------------------------------------------------------------------ run dir
+class RunDir:
+    """Paths and I/O of one run directory (only rank 0 writes)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    config = property(lambda self: self.root / "config.yaml")
+    metrics = property(lambda self: self.root / "metrics.jsonl")
+    state = property(lambda self: self.root / "state.pt")
+    last = property(lambda self: self.root / "last.safetensors")
+    best = property(lambda self: self.root / "best.safetensors")
+    ema = property(lambda self: self.root / "ema.safetensors")
+    summary = property(lambda self: self.root / "summary.json")
+    plots = property(lambda self: self.root / "plots")
+
+    def create(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def has_state(self) -> bool:
+        return self.state.is_file()
+
+    def save_state(self, state: dict) -> None:
+        atomic_torch_save({"version": STATE_VERSION, **state}, self.state)
+
+    def load_state(self) -> dict:
+        if not self.state.is_file():
+            raise FileNotFoundError(f"{self.root} has no training state ({self.state.name}); nothing to resume")
+        state = torch.load(self.state, map_location="cpu", weights_only=False)
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"{self.state} has state version {state.get('version')}, expected {STATE_VERSION}")
+        return state
+
+    def log(self, record: dict) -> None:
+        with open(self.metrics, "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+
+    def read_metrics(self) -> list[dict]:
+        return read_metrics(self.metrics)
+
+    def truncate_metrics(self, step: int) -> None:
+        """Keep only the lines of steps up to ``step`` (what a resume from ``step`` will not write again)."""
+        if not self.metrics.exists():
+            return
+        kept = [r for r in self.read_metrics() if r.get("step", 0) <= step]
+        atomic_write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in kept))
+
+    def write_summary(self, summary: dict) -> None:
+        atomic_write_text(self.summary, json.dumps(summary, indent=2) + "\n")
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """The records of a metrics.jsonl file; a torn last line (a kill mid-write) is skipped."""
+    records = []
+    path = Path(path)
+    if not path.exists():
+        return records
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+__all__ = [
+    "RunDir",
+    "atomic_path",
+    "atomic_torch_save",
+    "atomic_write_text",
+    "read_metrics",
+    "rng_states",
+    "set_rng_states",
+]
