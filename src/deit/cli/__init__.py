@@ -7,7 +7,20 @@ import importlib
 import sys
 
 # One module per verb (deit.cli.<module>); each adds its parser and a `func(args) -> int` default.
-COMMAND_MODULES: tuple[str, ...] = ("info",)
+COMMAND_MODULES: tuple[str, ...] = (
+    "info",
+    "data",
+    "train",
+    "eval",
+    "plot",
+    "demo",
+    "convert",
+    "predict",
+    "export",
+    "analyze",
+    "benchmark",
+    "reproduce",
+)
 
 
 class CLIError(Exception):

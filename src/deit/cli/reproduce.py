@@ -1,0 +1,90 @@
+"""`deit reproduce`: the paper's distillation study on digits, mean ± std over seeds, within a time budget."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers (e.g. 0,1,2), got {text!r}") from None
+
+
+def _epochs(text: str) -> tuple[int, int]:
+    values = _int_list(text)
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected EPOCHS or TEACHER,STUDENT epochs >= 1, got {text!r}")
+    return values[0], values[1]
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command line of this study, every setting spelled out (it heads table.md)."""
+    parts = ["deit", "reproduce", "--dataset", args.dataset, "--train-per-class", str(args.train_per_class or 0),
+             "--seeds", ",".join(str(s) for s in args.seeds), "--budget-minutes", f"{args.budget_minutes:g}",
+             "--output", args.output]
+    for flag, value in (("--epochs", args.epochs), ("--schedule", args.schedule)):
+        if value is not None:
+            parts += [flag, f"{value[0]},{value[1]}"]
+    for flag, values in (("--set", args.overrides), ("--student-set", args.student_overrides)):
+        if values:
+            parts += [flag, *values]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from deit.reproduce.regime import DATASETS, DEFAULT_REGIME
+
+    r = DEFAULT_REGIME
+    p = sub.add_parser(
+        "reproduce",
+        help="the paper's distillation study (convnet teacher, DeiT with/without distillation) over seeds",
+        description="For every seed, on one small training split: trains a convnet teacher, a DeiT without "
+        "distillation, a DeiT distilled into its class token (soft, hard) and a DeiT with a distillation token "
+        "(hard, soft; each head reported), all within --budget-minutes: a short calibration measures each "
+        "method's cost per epoch and the epochs are scaled to fit. Writes DIR/results.json, DIR/table.md, "
+        "DIR/table.png and DIR/runs/, and prints the table with the paper's claims checked against seed noise.",
+    )
+    p.add_argument("--dataset", default=r.dataset, choices=DATASETS, help="data set (default: %(default)s)")
+    p.add_argument("--train-per-class", type=int, default=r.train_per_class, metavar="N",
+                   help="training images per class, one fixed stratified subset (default: %(default)s; 0: all)")
+    p.add_argument("--seeds", type=_int_list, default=(0, 1, 2), metavar="S,S,...",
+                   help="seeds, comma-separated (default: 0,1,2)")
+    p.add_argument("--budget-minutes", type=float, default=30.0, metavar="M",
+                   help="wall-clock budget for the whole study (default: %(default)s)")
+    p.add_argument("--output", default="runs/reproduce", metavar="DIR", help="output folder (default: %(default)s)")
+    p.add_argument("--epochs", type=_epochs, default=None, metavar="E|T,S",
+                   help="fixed epochs (all runs, or teacher,students) instead of the budget plan; no calibration "
+                   f"(the regime's schedule: teacher {r.teacher_epochs}, students {r.student_epochs})")
+    p.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="key=value",
+                   help="config overrides for every run (teacher and students), e.g. data.scale=[0.3,1.0]")
+    p.add_argument("--student-set", dest="student_overrides", nargs="+", default=[], metavar="key=value",
+                   help="config overrides for the students only, e.g. optim.lr=1e-3")
+    p.add_argument("--schedule", type=_epochs, default=None, metavar="T,S",
+                   help="the target schedule (teacher,student epochs) the budget plan scales down from")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from deit.reproduce.regime import DEFAULT_REGIME
+    from deit.reproduce.study import StudyConfig, run_study
+
+    if args.train_per_class is not None and args.train_per_class < 0:
+        raise ValueError(f"--train-per-class must be >= 0 (0: all training images), got {args.train_per_class}")
+    regime = replace(DEFAULT_REGIME, dataset=args.dataset, train_per_class=args.train_per_class or None,
+                     common=(*DEFAULT_REGIME.common, *args.overrides),
+                     # --set also comes after the regime's student defaults: what the user sets wins.
+                     student=(*DEFAULT_REGIME.student, *args.overrides, *args.student_overrides))
+    if args.schedule is not None:
+        regime = replace(regime, teacher_epochs=args.schedule[0], student_epochs=args.schedule[1])
+    command = _command(args)
+    cfg = StudyConfig(output=args.output, seeds=args.seeds, budget_minutes=args.budget_minutes, regime=regime,
+                      epochs=args.epochs, command=command)
+    run_study(cfg)
+    return 0

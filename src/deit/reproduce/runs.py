@@ -1,0 +1,140 @@
+"""One run of the study: a method's training config, trained quietly in-process by the training runner, then
+evaluated head by head on the validation split (top-1, top-5, agreement with the teacher).
+
+Each run directory is an ordinary ``deit train`` run (config.yaml, metrics.jsonl, checkpoints, plots) plus
+``train.log``, the runner's console output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from deit.reproduce.methods import Method
+from deit.reproduce.regime import Regime
+from deit.train.config import TrainConfig, load_config
+
+
+@dataclass
+class RunOutcome:
+    rows: list[dict]  # one per reported head: method, seed, top1, top5, agreement, seconds
+    model: nn.Module  # the final weights (the paper reports the last epoch, and val is the test split here)
+    run_dir: Path
+    seconds: float  # wall time of training and evaluation
+    epoch_seconds: list[float]  # the runner's cumulative seconds at the end of each epoch
+
+
+def method_config(method: Method, regime: Regime, *, seed: int, epochs: int, run_dir: Path,
+                  teacher_checkpoint: Path | None = None) -> TrainConfig:
+    """The full training config of ``method``: preset, then the regime, the method, and this run's settings."""
+    overrides = [*regime.data_overrides()]
+    if not method.is_teacher:
+        overrides += [*regime.student, *method.overrides]
+        if method.token is None:
+            overrides.append("teacher.checkpoint=null")
+        elif teacher_checkpoint is None:
+            raise ValueError(f"{method.name} distils from a teacher: give its checkpoint")
+        else:
+            overrides.append(f"teacher.checkpoint={teacher_checkpoint}")
+    overrides += [f"name={method.name}", f"seed={seed}", f"epochs={epochs}", f"output_dir={run_dir}",
+                  "progress=false", "log_every=0"]
+    return load_config(method.preset, overrides)
+
+
+EVAL_BATCH = 256  # evaluation only: bigger batches, fewer per-batch overheads
+
+
+def head_metrics(logits: torch.Tensor, labels: torch.Tensor, teacher_pred: torch.Tensor | None) -> dict[str, float]:
+    """top1, top5 and agreement (top-1 equal to the teacher's; 1 without a teacher) as fractions in [0, 1]."""
+    k = min(5, logits.shape[1])
+    top = logits.topk(k, dim=1).indices
+    hit = top.eq(labels[:, None])
+    agreement = 1.0 if teacher_pred is None else float((top[:, 0] == teacher_pred).float().mean())
+    return {"top1": float(hit[:, 0].float().mean()), "top5": float(hit.any(dim=1).float().mean()),
+            "agreement": agreement}
+
+
+@torch.no_grad()
+def evaluate_heads(method: Method, cfg: TrainConfig, model: nn.Module, teacher: nn.Module | None
+                   ) -> dict[str, dict[str, float]]:
+    """{row name: {top1, top5, agreement}} on the whole validation split, in one pass. A two-token student
+    reports its class head, distillation head and their average (the model's prediction). The agreement of a
+    student is with ``teacher`` (for every student, distilled or not; the teacher's own row has 1)."""
+    from deit.data import build_loader
+
+    device = next(model.parameters()).device
+    data = dataclasses.replace(cfg.data, batch_size=EVAL_BATCH)
+    loader = build_loader(data, "val", preprocessing=model.preprocessing, seed=cfg.seed, distributed=False)
+    was_training = model.training
+    model.eval()
+    if teacher is not None:
+        teacher.to(device).eval()
+    outputs: dict[str, list[torch.Tensor]] = {}
+    labels, teacher_preds = [], []
+    for x, y in loader:
+        x = x.to(device)
+        if method.two_tokens:
+            cls_logits, dist_logits = model.forward_heads(x)
+            heads = {"cls": cls_logits, "dist": dist_logits, "avg": (cls_logits + dist_logits) / 2}
+        else:
+            heads = {"": model(x)}
+        for head, logits in heads.items():
+            outputs.setdefault(head, []).append(logits.float().cpu())
+        labels.append(y)
+        if teacher is not None:
+            teacher_preds.append(teacher(x).argmax(dim=1).cpu())
+    model.train(was_training)
+    target = torch.cat(labels)
+    teacher_pred = torch.cat(teacher_preds) if teacher is not None else None
+    return {(f"{method.name}-{head}" if head else method.name): head_metrics(torch.cat(chunks), target, teacher_pred)
+            for head, chunks in outputs.items()}
+
+
+def train_quietly(cfg: TrainConfig):
+    """``deit.train.train(cfg)`` with its console output kept in ``RUN_DIR/train.log`` instead of printed."""
+    from deit.train.runner import train
+
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buf):
+            return train(cfg)
+    finally:
+        run_dir = Path(cfg.output_dir)
+        if run_dir.is_dir():
+            (run_dir / "train.log").write_text(buf.getvalue())
+
+
+def epoch_seconds(run_dir: Path) -> list[float]:
+    """The runner's cumulative seconds at each epoch's end (from metrics.jsonl)."""
+    out = []
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if record.get("kind") == "epoch":
+            out.append(float(record["seconds"]))
+    return out
+
+
+def run_method(method: Method, regime: Regime, *, seed: int, epochs: int, run_dir: Path,
+               teacher: nn.Module | None = None, teacher_checkpoint: Path | None = None) -> RunOutcome:
+    """Train ``method`` for ``epochs`` in ``run_dir`` and evaluate it; ``teacher`` (the frozen module of
+    ``teacher_checkpoint``) gives the agreement of every student."""
+    start = time.perf_counter()
+    cfg = method_config(method, regime, seed=seed, epochs=epochs, run_dir=run_dir,
+                        teacher_checkpoint=teacher_checkpoint)
+    result = train_quietly(cfg)
+    metrics = evaluate_heads(method, cfg, result.model, None if method.is_teacher else teacher)
+    seconds = time.perf_counter() - start
+    rows = [{"method": row, "seed": seed, **values, "seconds": round(seconds, 2)} for row, values in metrics.items()]
+    return RunOutcome(rows, result.model, result.run_dir, seconds, epoch_seconds(result.run_dir))
+
+
+__all__ = ["RunOutcome", "epoch_seconds", "evaluate_heads", "head_metrics", "method_config", "run_method",
+           "train_quietly"]

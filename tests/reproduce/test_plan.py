@@ -1,0 +1,40 @@
+"""The budget plan: epochs scaled (never methods dropped) so the predicted time fits."""
+
+from __future__ import annotations
+
+import pytest
+
+from deit.reproduce import METHODS, Cost, Regime, plan_epochs
+from deit.reproduce.plan import SAFETY, run_seconds
+
+# teacher 1 s/epoch, every student kind 2 s/epoch, 5 s fixed per run.
+COSTS = {k: Cost(per_epoch=1.0 if k == "teacher" else 2.0, per_run=5.0)
+         for k in ("teacher", "deit", "deit-cls", "deit-dist")}
+REGIME = Regime(teacher_epochs=50, student_epochs=100)
+# One seed at the full schedule: 6 runs x 5 s + 50 x 1 + 5 students x 100 x 2 = 30 + 50 + 1000 = 1080 s.
+FULL = 1080.0
+
+
+def test_cost_model_by_hand():
+    assert run_seconds(COSTS, METHODS, 50, 100) == pytest.approx(FULL)
+
+
+def test_full_schedule_when_it_fits():
+    plan = plan_epochs(COSTS, REGIME, num_seeds=3, budget_seconds=3 * FULL / SAFETY + 100, calibration_seconds=50)
+    assert (plan.teacher_epochs, plan.student_epochs, plan.scale) == (50, 100, 1.0)
+    assert plan.predicted_seconds == pytest.approx(50 + 3 * FULL)
+
+
+def test_scaled_to_fit():
+    budget = 1800.0
+    plan = plan_epochs(COSTS, REGIME, num_seeds=3, budget_seconds=budget, calibration_seconds=30)
+    # available for epochs: 0.9 * 1800 - 30 - 3 * 30 = 1500; at scale 1 they cost 3 * 1050 = 3150 -> 0.476
+    assert plan.scale == pytest.approx(1500 / 3150)
+    assert (plan.teacher_epochs, plan.student_epochs) == (23, 47)
+    assert plan.predicted_seconds <= SAFETY * budget
+
+
+def test_tiny_budget_still_runs_every_method_one_epoch():
+    plan = plan_epochs(COSTS, REGIME, num_seeds=3, budget_seconds=10)
+    assert (plan.teacher_epochs, plan.student_epochs) == (1, 1)
+    assert "over budget" in plan.note

@@ -1,0 +1,60 @@
+"""A tiny-budget study end to end through the CLI: every method's rows and the three files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from deit.cli import main
+from deit.reproduce import ROWS, aggregate, load_rows
+
+
+@pytest.mark.slow
+def test_tiny_study_writes_every_row_and_file(tmp_path, capsys):
+    out = tmp_path / "study"
+    code = main(["reproduce", "--train-per-class", "3", "--seeds", "0", "--epochs", "1", "--output", str(out),
+                 "--set", "data.batch_size=10"])
+    assert code == 0
+    rows = load_rows(out / "results.json")
+    assert [r["method"] for r in rows] == list(ROWS)  # every method, every head, in order
+    for r in rows:
+        assert set(r) == {"method", "seed", "top1", "top5", "agreement", "seconds"}
+        assert r["seed"] == 0 and 0.0 <= r["top1"] <= r["top5"] <= 1.0 and 0.0 <= r["agreement"] <= 1.0
+        assert r["seconds"] > 0
+    teacher = next(r for r in rows if r["method"] == "teacher")
+    assert teacher["agreement"] == 1.0
+    # The hard-distilled heads of one run share its training time; each run keeps its run directory.
+    assert len({r["seconds"] for r in rows if r["method"].startswith("deit-dist-hard-")}) == 1
+    for method in ("teacher", "deit-none", "deit-cls-soft", "deit-cls-hard", "deit-dist-hard", "deit-dist-soft"):
+        run = out / "runs" / "seed0" / method
+        assert (run / "config.yaml").is_file() and (run / "last.safetensors").is_file()
+        cfg = (run / "config.yaml").read_text()
+        assert "train_per_class: 3" in cfg and "epochs: 1\n" in cfg
+    assert "token: cls" in (out / "runs" / "seed0" / "deit-cls-hard" / "config.yaml").read_text()
+
+    md = (out / "table.md").read_text()
+    summaries = aggregate(rows)
+    for s in summaries:
+        assert f"`{s.method}`" in md
+        assert f"{100 * s.stats['top1'].mean:.2f} ± n/a" in md  # one seed: no std
+    assert "--train-per-class 3 --seeds 0" in md
+    assert (out / "table.png").read_bytes()[:4] == b"\x89PNG"
+    study = json.loads((out / "study.json").read_text())
+    assert study["plan"]["student_epochs"] == 1 and study["train_images"] == 30
+    printed = capsys.readouterr().out
+    assert "deit-dist-soft-avg" in printed and "the paper's claim" in printed
+
+
+def test_existing_study_is_not_overwritten(tmp_path):
+    (tmp_path / "results.json").write_text("[]")
+    assert main(["reproduce", "--seeds", "0", "--epochs", "1", "--output", str(tmp_path)]) == 2
+
+
+def test_bad_arguments_are_clear_errors(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["reproduce", "--seeds", "a,b"])
+    assert "comma-separated integers" in capsys.readouterr().err
+    code = main(["reproduce", "--train-per-class", "2", "--seeds", "0", "--epochs", "1", "--output", str(tmp_path)])
+    assert code == 2
+    assert "data.batch_size" in capsys.readouterr().err
