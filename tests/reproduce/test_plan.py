@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from deit.reproduce import METHODS, Cost, Regime, plan_epochs
-from deit.reproduce.plan import SAFETY, run_seconds
+from deit.reproduce.plan import SAFETY, makespan, run_seconds, study_seconds
 
 # teacher 1 s/epoch, every student kind 2 s/epoch, 5 s fixed per run.
 COSTS = {k: Cost(per_epoch=1.0 if k == "teacher" else 2.0, per_run=5.0)
@@ -28,10 +28,32 @@ def test_full_schedule_when_it_fits():
 def test_scaled_to_fit():
     budget = 1800.0
     plan = plan_epochs(COSTS, REGIME, num_seeds=3, budget_seconds=budget, calibration_seconds=30)
-    # available for epochs: 0.9 * 1800 - 30 - 3 * 30 = 1500; at scale 1 they cost 3 * 1050 = 3150 -> 0.476
-    assert plan.scale == pytest.approx(1500 / 3150)
+    # available for epochs: 0.9 * 1800 - 30 - 3 * 30 = 1500; at scale 1 they cost 3 * 1050 = 3150 -> 0.476;
+    # 23 / 47 epochs cost 3 * (23 + 470) = 1479 s, 24 / 48 would cost 1512 s.
+    assert 1500 / 3150 <= plan.scale < 0.48
     assert (plan.teacher_epochs, plan.student_epochs) == (23, 47)
+    assert plan.predicted_seconds == pytest.approx(30 + 3 * 30 + 1479)
     assert plan.predicted_seconds <= SAFETY * budget
+
+
+def test_makespan_by_hand():
+    # Two chains (teacher 10 s, students 4 s + 6 s) on two workers: both teachers run together (0-10), then the
+    # students in queue order: 4 s on A (10-14), 6 s on B (10-16), 4 s on A (14-18), 6 s on B (16-22) -> 22 s.
+    chains = [(10.0, [4.0, 6.0]), (10.0, [4.0, 6.0])]
+    assert makespan(chains, 1) == 40.0
+    assert makespan(chains, 2) == 22.0
+    # A worker never starts a student before its teacher ends: one chain cannot use a second worker at first.
+    assert makespan([(10.0, [5.0, 5.0])], 2) == 15.0
+    assert makespan([(10.0, [5.0, 5.0])], 4) == 15.0
+
+
+def test_more_workers_buy_more_epochs():
+    one = plan_epochs(COSTS, REGIME, num_seeds=3, budget_seconds=1800, calibration_seconds=30, workers=1)
+    two = plan_epochs(COSTS, REGIME, num_seeds=3, budget_seconds=1800, calibration_seconds=30, workers=2)
+    assert two.student_epochs > 1.8 * one.student_epochs
+    assert two.predicted_seconds <= SAFETY * 1800 and two.workers == 2
+    assert two.predicted_seconds == pytest.approx(
+        30 + study_seconds(COSTS, METHODS, 3, two.teacher_epochs, two.student_epochs, workers=2))
 
 
 def test_tiny_budget_still_runs_every_method_one_epoch():

@@ -14,7 +14,7 @@ from deit.reproduce import ROWS, aggregate, load_rows
 def test_tiny_study_writes_every_row_and_file(tmp_path, capsys):
     out = tmp_path / "study"
     code = main(["reproduce", "--train-per-class", "3", "--seeds", "0", "--epochs", "1", "--output", str(out),
-                 "--set", "data.batch_size=10"])
+                 "--set", "data.batch_size=10", "--workers", "1"])
     assert code == 0
     rows = load_rows(out / "results.json")
     assert [r["method"] for r in rows] == list(ROWS)  # every method, every head, in order
@@ -58,3 +58,18 @@ def test_bad_arguments_are_clear_errors(tmp_path, capsys):
     code = main(["reproduce", "--train-per-class", "2", "--seeds", "0", "--epochs", "1", "--output", str(tmp_path)])
     assert code == 2
     assert "data.batch_size" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_parallel_runs_give_the_same_results_as_one_at_a_time(tmp_path):
+    """Two seeds on two worker processes: every row equals the in-process run's (only the timings differ)."""
+    args = ["reproduce", "--train-per-class", "3", "--seeds", "0,1", "--epochs", "2,1", "--set", "data.batch_size=10"]
+    assert main([*args, "--workers", "1", "--output", str(tmp_path / "one")]) == 0
+    assert main([*args, "--workers", "2", "--output", str(tmp_path / "two")]) == 0
+    one, two = (load_rows(tmp_path / d / "results.json") for d in ("one", "two"))
+    assert [(r["method"], r["seed"]) for r in two] == [(r["method"], r["seed"]) for r in one]  # same order
+    assert len(one) == 2 * len(ROWS)
+    for a, b in zip(one, two, strict=True):
+        assert {k: v for k, v in a.items() if k != "seconds"} == {k: v for k, v in b.items() if k != "seconds"}
+    assert json.loads((tmp_path / "two" / "study.json").read_text())["workers"] == 2
+    assert "2 runs at once" in (tmp_path / "two" / "table.md").read_text()

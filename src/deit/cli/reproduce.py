@@ -27,6 +27,8 @@ def _command(args: argparse.Namespace) -> str:
     parts = ["deit", "reproduce", "--dataset", args.dataset, "--train-per-class", str(args.train_per_class or 0),
              "--seeds", ",".join(str(s) for s in args.seeds), "--budget-minutes", f"{args.budget_minutes:g}",
              "--output", args.output]
+    if args.workers is not None:
+        parts += ["--workers", str(args.workers)]
     for flag, value in (("--epochs", args.epochs), ("--schedule", args.schedule)):
         if value is not None:
             parts += [flag, f"{value[0]},{value[1]}"]
@@ -60,6 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=_epochs, default=None, metavar="E|T,S",
                    help="fixed epochs (all runs, or teacher,students) instead of the budget plan; no calibration "
                    f"(the regime's schedule: teacher {r.teacher_epochs}, students {r.student_epochs})")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="training runs at once, each in its own process with one torch thread (the digits presets' "
+                   "threads: 1); results do not depend on it (default: one per available CPU)")
     p.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="key=value",
                    help="config overrides for every run (teacher and students), e.g. data.scale=[0.3,1.0]")
     p.add_argument("--student-set", dest="student_overrides", nargs="+", default=[], metavar="key=value",
@@ -85,6 +90,6 @@ def run(args: argparse.Namespace) -> int:
         regime = replace(regime, teacher_epochs=args.schedule[0], student_epochs=args.schedule[1])
     command = _command(args)
     cfg = StudyConfig(output=args.output, seeds=args.seeds, budget_minutes=args.budget_minutes, regime=regime,
-                      epochs=args.epochs, command=command)
+                      epochs=args.epochs, command=command, workers=args.workers)
     run_study(cfg)
     return 0

@@ -7,6 +7,11 @@ with a teacher on the class token, and with a distillation token. The calibratio
 running each kind for a few epochs through the same code path as the study (``runs.run_method``), on the same
 data: per_epoch from the runner's per-epoch timestamps, per_run as the rest of the wall time.
 
+With several workers the runs overlap: the predicted time is the makespan of the same schedule the study uses
+(``execute.run_chains``: teachers first, a seed's students queued when its teacher finishes), simulated with these
+costs. The calibration runs on the same number of workers, so its per-epoch costs include the slow-down of
+sharing the machine with the other runs.
+
 The plan keeps the regime's teacher/student epoch ratio and scales both by one factor (at most 1: the regime's
 schedule is the target, a larger budget does not lengthen it) so that calibration + all runs fill ``SAFETY`` of
 the budget. Each run trains at least one epoch: a budget too small for that is reported as exceeded, not met by
@@ -22,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from deit.reproduce.methods import METHODS, Method
+from deit.reproduce.methods import METHODS, Method, get_method
 from deit.reproduce.regime import Regime
 
 CALIBRATION_EPOCHS = 3
@@ -46,13 +51,14 @@ class Plan:
     predicted_seconds: float  # calibration + every run (0 runs' worth when the epochs were fixed by hand)
     costs: dict[str, Cost] = field(default_factory=dict)
     note: str = ""
+    workers: int = 1  # runs at once
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def run_seconds(costs: dict[str, Cost], methods: Sequence[Method], teacher_epochs: int, student_epochs: int) -> float:
-    """Predicted seconds of one seed: every method once."""
+    """Predicted seconds of one seed run by one worker: every method once."""
     total = 0.0
     for m in methods:
         c = costs[m.cost_kind]
@@ -60,17 +66,57 @@ def run_seconds(costs: dict[str, Cost], methods: Sequence[Method], teacher_epoch
     return total
 
 
+def makespan(chains: Sequence[tuple[float, Sequence[float]]], workers: int) -> float:
+    """Wall seconds to run ``chains`` ((teacher seconds, [student seconds])) on ``workers`` the way
+    ``execute.run_chains`` does: every teacher queued first, a chain's students queued when its teacher ends."""
+    free = [0.0] * workers  # when each worker is next free
+    queue: list[tuple[float, float, int | None]] = [(0.0, t, i) for i, (t, _) in enumerate(chains)]  # ready at
+    end = 0.0
+    while queue:
+        ready, seconds, chain = queue.pop(0)
+        w = min(range(workers), key=free.__getitem__)
+        finish = max(free[w], ready) + seconds
+        free[w] = finish
+        end = max(end, finish)
+        if chain is not None:
+            queue.extend((finish, s, None) for s in chains[chain][1])
+            queue.sort(key=lambda item: item[0])  # stable: FIFO among jobs ready at the same time
+    return end
+
+
+def study_seconds(costs: dict[str, Cost], methods: Sequence[Method], num_seeds: int, teacher_epochs: int,
+                  student_epochs: int, workers: int = 1) -> float:
+    """Predicted seconds of every run of every seed on ``workers`` (calibration not included)."""
+    def seconds(m: Method) -> float:
+        c = costs[m.cost_kind]
+        return c.per_run + (teacher_epochs if m.is_teacher else student_epochs) * c.per_epoch
+
+    teacher = [m for m in methods if m.is_teacher]
+    students = [seconds(m) for m in methods if not m.is_teacher]
+    chain = (seconds(teacher[0]) if teacher else 0.0, students)
+    return makespan([chain] * num_seeds, workers)
+
+
 def plan_epochs(costs: dict[str, Cost], regime: Regime, num_seeds: int, budget_seconds: float,
-                calibration_seconds: float = 0.0, methods: Sequence[Method] = METHODS) -> Plan:
+                calibration_seconds: float = 0.0, methods: Sequence[Method] = METHODS, workers: int = 1) -> Plan:
     """The longest schedule (regime ratio, at most the regime's epochs) whose predicted time fits the budget."""
-    fixed = num_seeds * sum(costs[m.cost_kind].per_run for m in methods)
-    per_unit = num_seeds * run_seconds({k: Cost(c.per_epoch, 0.0) for k, c in costs.items()}, methods,
-                                       regime.teacher_epochs, regime.student_epochs)  # at scale 1
-    available = SAFETY * budget_seconds - calibration_seconds - fixed
-    scale = min(1.0, max(0.0, available / per_unit)) if per_unit > 0 else 1.0
+    def predict(scale: float) -> float:
+        t = max(1, math.floor(scale * regime.teacher_epochs))
+        s = max(1, math.floor(scale * regime.student_epochs))
+        return calibration_seconds + study_seconds(costs, methods, num_seeds, t, s, workers)
+
+    target = SAFETY * budget_seconds
+    if predict(1.0) <= target:
+        scale = 1.0
+    else:  # the predicted time grows with the scale: bisect for the largest one that fits
+        low, high = 0.0, 1.0
+        for _ in range(40):
+            mid = (low + high) / 2
+            low, high = (mid, high) if predict(mid) <= target else (low, mid)
+        scale = low
     teacher_epochs = max(1, math.floor(scale * regime.teacher_epochs))
     student_epochs = max(1, math.floor(scale * regime.student_epochs))
-    predicted = calibration_seconds + num_seeds * run_seconds(costs, methods, teacher_epochs, student_epochs)
+    predicted = predict(scale)
     if scale >= 1.0:
         note = "the regime's full schedule fits the budget"
     elif predicted > budget_seconds:
@@ -78,22 +124,25 @@ def plan_epochs(costs: dict[str, Cost], regime: Regime, num_seeds: int, budget_s
                 "raise --budget-minutes or use fewer seeds")
     else:
         note = f"schedule scaled to {scale:.0%} of the regime's to fit the budget"
-    return Plan(teacher_epochs, student_epochs, scale, budget_seconds, calibration_seconds, predicted, costs, note)
+    return Plan(teacher_epochs, student_epochs, scale, budget_seconds, calibration_seconds, predicted, costs, note,
+                workers)
 
 
-def fixed_plan(teacher_epochs: int, student_epochs: int, regime: Regime, budget_seconds: float) -> Plan:
+def fixed_plan(teacher_epochs: int, student_epochs: int, regime: Regime, budget_seconds: float, workers: int = 1
+               ) -> Plan:
     """Epochs given by hand (``--epochs``): no calibration, no prediction."""
     if teacher_epochs < 1 or student_epochs < 1:
         raise ValueError(f"epochs must be >= 1, got teacher {teacher_epochs}, student {student_epochs}")
     scale = student_epochs / regime.student_epochs
     return Plan(teacher_epochs, student_epochs, scale, budget_seconds, 0.0, 0.0, {},
-                "epochs fixed by --epochs: no calibration, the budget is not enforced")
+                "epochs fixed by --epochs: no calibration, the budget is not enforced", workers)
 
 
-def calibrate(regime: Regime, root: Path, seed: int = 0, log: Callable[[str], None] = print
+def calibrate(regime: Regime, root: Path, seed: int = 0, log: Callable[[str], None] = print, workers: int = 1
               ) -> tuple[dict[str, Cost], float]:
-    """Time each method kind for ``CALIBRATION_EPOCHS`` epochs under ``root``; ({kind: Cost}, seconds spent)."""
-    from deit.reproduce.runs import run_method
+    """Time each method kind for ``CALIBRATION_EPOCHS`` epochs under ``root`` on ``workers`` (the study's);
+    ({kind: Cost}, seconds spent)."""
+    from deit.reproduce.execute import Chain, Job, JobResult, run_chains
 
     start = time.perf_counter()
     if root.exists():
@@ -101,20 +150,25 @@ def calibrate(regime: Regime, root: Path, seed: int = 0, log: Callable[[str], No
     kinds: dict[str, Method] = {}
     for m in METHODS:
         kinds.setdefault(m.cost_kind, m)
+    teacher = next(m for m in kinds.values() if m.is_teacher)
+    teacher_job = Job(teacher.name, seed, CALIBRATION_EPOCHS, root / teacher.cost_kind, regime)
+    students = [Job(m.name, seed, CALIBRATION_EPOCHS, root / kind, regime,
+                    teacher_checkpoint=teacher_job.run_dir / "last.safetensors")
+                for kind, m in kinds.items() if not m.is_teacher]
     costs: dict[str, Cost] = {}
-    teacher, teacher_ckpt = None, None
-    for kind, method in kinds.items():
-        run = run_method(method, regime, seed=seed, epochs=CALIBRATION_EPOCHS, run_dir=root / kind,
-                         teacher=teacher, teacher_checkpoint=teacher_ckpt)
-        if method.is_teacher:
-            teacher, teacher_ckpt = run.model, run.run_dir / "last.safetensors"
-        marks = run.epoch_seconds
+
+    def measured(result: JobResult) -> None:
+        kind = get_method(result.job.method).cost_kind
+        marks = result.epoch_seconds
         # The first epoch carries one-off costs (first calls, allocations): time the later ones.
         per_epoch = (marks[-1] - marks[0]) / (len(marks) - 1) if len(marks) > 1 else marks[0]
         costs[kind] = Cost(per_epoch=round(per_epoch, 3),
-                           per_run=round(max(0.0, run.seconds - len(marks) * per_epoch), 3))
+                           per_run=round(max(0.0, result.seconds - len(marks) * per_epoch), 3))
         log(f"calibration {kind}: {per_epoch:.2f} s/epoch + {costs[kind].per_run:.1f} s/run")
+
+    run_chains([Chain(teacher_job, students)], workers, measured)
     return costs, time.perf_counter() - start
 
 
-__all__ = ["CALIBRATION_EPOCHS", "SAFETY", "Cost", "Plan", "calibrate", "fixed_plan", "plan_epochs", "run_seconds"]
+__all__ = ["CALIBRATION_EPOCHS", "SAFETY", "Cost", "Plan", "calibrate", "fixed_plan", "makespan", "plan_epochs",
+           "run_seconds", "study_seconds"]

@@ -44,8 +44,10 @@ def method_config(method: Method, regime: Regime, *, seed: int, epochs: int, run
             raise ValueError(f"{method.name} distils from a teacher: give its checkpoint")
         else:
             overrides.append(f"teacher.checkpoint={teacher_checkpoint}")
+    # eval_every=0: the runner validates after the last epoch only (the study evaluates every head itself; at a
+    # few hundred training images per-epoch validation would cost about as much as the training).
     overrides += [f"name={method.name}", f"seed={seed}", f"epochs={epochs}", f"output_dir={run_dir}",
-                  "progress=false", "log_every=0"]
+                  "progress=false", "log_every=0", "eval_every=0"]
     return load_config(method.preset, overrides)
 
 
@@ -125,10 +127,14 @@ def epoch_seconds(run_dir: Path) -> list[float]:
 def run_method(method: Method, regime: Regime, *, seed: int, epochs: int, run_dir: Path,
                teacher: nn.Module | None = None, teacher_checkpoint: Path | None = None) -> RunOutcome:
     """Train ``method`` for ``epochs`` in ``run_dir`` and evaluate it; ``teacher`` (the frozen module of
-    ``teacher_checkpoint``) gives the agreement of every student."""
+    ``teacher_checkpoint``, read from it when not given) gives the agreement of every student."""
     start = time.perf_counter()
     cfg = method_config(method, regime, seed=seed, epochs=epochs, run_dir=run_dir,
                         teacher_checkpoint=teacher_checkpoint)
+    if teacher is None and teacher_checkpoint is not None and not method.is_teacher:
+        from deit.checkpoints import load_checkpoint
+
+        teacher = load_checkpoint(teacher_checkpoint)
     result = train_quietly(cfg)
     metrics = evaluate_heads(method, cfg, result.model, None if method.is_teacher else teacher)
     seconds = time.perf_counter() - start

@@ -15,10 +15,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from deit.reproduce.execute import Chain, Job, JobResult, available_cpus, run_chains
 from deit.reproduce.methods import METHODS
 from deit.reproduce.plan import Plan, calibrate, fixed_plan, plan_epochs
 from deit.reproduce.regime import DEFAULT_REGIME, Regime
-from deit.reproduce.runs import method_config, run_method
+from deit.reproduce.runs import method_config
 from deit.reproduce.table import aggregate, plot_table, render_markdown, render_text
 from deit.train.checkpointing import atomic_write_text
 
@@ -32,6 +33,8 @@ class StudyConfig:
     # (teacher, student) epochs given by hand: no calibration; None: planned from the budget.
     epochs: tuple[int, int] | None = None
     command: str = "deit reproduce"
+    # Runs at once, each in its own process (one torch thread each by the digits presets); None: one per CPU.
+    workers: int | None = None
 
     def __post_init__(self) -> None:
         self.output = Path(self.output)
@@ -41,6 +44,10 @@ class StudyConfig:
             raise ValueError(f"seeds must be distinct non-negative integers, got {list(self.seeds)}")
         if self.budget_minutes <= 0:
             raise ValueError(f"the budget must be positive, got {self.budget_minutes} minutes")
+        if self.workers is None:
+            self.workers = available_cpus()
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
 
 
 @dataclass
@@ -84,29 +91,36 @@ def run_study(cfg: StudyConfig, log: Callable[[str], None] = print) -> StudyResu
     out.mkdir(parents=True, exist_ok=True)
     budget = 60.0 * cfg.budget_minutes
     if cfg.epochs is not None:
-        plan = fixed_plan(cfg.epochs[0], cfg.epochs[1], regime, budget)
+        plan = fixed_plan(cfg.epochs[0], cfg.epochs[1], regime, budget, cfg.workers)
     else:
-        costs, spent = calibrate(regime, out / "runs" / "calibration", log=log)
-        plan = plan_epochs(costs, regime, len(cfg.seeds), budget, spent)
-    log(f"plan: teacher {plan.teacher_epochs} epochs, students {plan.student_epochs} epochs; "
-        f"predicted {plan.predicted_seconds / 60:.1f} of {cfg.budget_minutes:g} min ({plan.note})")
+        costs, spent = calibrate(regime, out / "runs" / "calibration", log=log, workers=cfg.workers)
+        plan = plan_epochs(costs, regime, len(cfg.seeds), budget, spent, workers=cfg.workers)
+    predicted = f"predicted {plan.predicted_seconds / 60:.1f} of {cfg.budget_minutes:g} min; " if plan.costs else ""
+    log(f"plan: teacher {plan.teacher_epochs} epochs, students {plan.student_epochs} epochs, {cfg.workers} run(s) at "
+        f"once; {predicted}{plan.note}")
 
-    rows: list[dict] = []
-    results_path = out / "results.json"
+    chains = []
     for seed in cfg.seeds:
         seed_dir = out / "runs" / f"seed{seed}"
-        teacher, teacher_ckpt = None, None
-        for method in METHODS:
-            epochs = plan.teacher_epochs if method.is_teacher else plan.student_epochs
-            run = run_method(method, regime, seed=seed, epochs=epochs, run_dir=seed_dir / method.name,
-                             teacher=teacher, teacher_checkpoint=teacher_ckpt)
-            if method.is_teacher:
-                # The students distil from the last epoch's weights: choosing the best epoch would look at val.
-                teacher, teacher_ckpt = run.model, run.run_dir / "last.safetensors"
-            rows.extend(run.rows)
-            atomic_write_text(results_path, json.dumps(rows, indent=1) + "\n")  # partial results survive a stop
-            heads = ", ".join(f"{r['method']} {100 * r['top1']:.2f}" for r in run.rows)
-            log(f"seed {seed}: {heads} ({run.seconds:.0f} s)")
+        teacher = Job("teacher", seed, plan.teacher_epochs, seed_dir / "teacher", regime)
+        # The students distil from the last epoch's weights: choosing the best epoch would look at val.
+        students = [Job(m.name, seed, plan.student_epochs, seed_dir / m.name, regime,
+                        teacher_checkpoint=teacher.run_dir / "last.safetensors") for m in METHODS if not m.is_teacher]
+        chains.append(Chain(teacher, students))
+    order = {(seed, m.name): i for i, (seed, m) in enumerate((s, m) for s in cfg.seeds for m in METHODS)}
+    finished: list[JobResult] = []
+    results_path = out / "results.json"
+
+    def record(result: JobResult) -> None:
+        finished.append(result)
+        finished.sort(key=lambda r: order[(r.job.seed, r.job.method)])  # one order, however the runs interleave
+        rows = [row for r in finished for row in r.rows]
+        atomic_write_text(results_path, json.dumps(rows, indent=1) + "\n")  # partial results survive a stop
+        heads = ", ".join(f"{r['method']} {100 * r['top1']:.2f}" for r in result.rows)
+        log(f"seed {result.job.seed}: {heads} ({result.seconds:.0f} s) [{len(finished)}/{len(order)} runs]")
+
+    run_chains(chains, cfg.workers, record)
+    rows = [row for r in finished for row in r.rows]
 
     seconds = time.perf_counter() - started
     summaries = aggregate(rows)
@@ -119,6 +133,7 @@ def run_study(cfg: StudyConfig, log: Callable[[str], None] = print) -> StudyResu
         "val_images": val_images,
         "plan": plan.to_dict(),
         "seconds": round(seconds, 1),
+        "workers": cfg.workers,
         "overrides": list(regime.common),
         "student_overrides": list(regime.student),
         "regime": asdict(regime),
@@ -131,7 +146,8 @@ def run_study(cfg: StudyConfig, log: Callable[[str], None] = print) -> StudyResu
     atomic_write_text(files["study"], json.dumps(meta, indent=1) + "\n")
     text = render_text(summaries)
     log(text)
-    log(f"planned {plan.predicted_seconds / 60:.1f} min, actual {seconds / 60:.1f} min; files in {out}")
+    planned = f"planned {plan.predicted_seconds / 60:.1f} min, " if plan.costs else ""
+    log(f"{planned}actual {seconds / 60:.1f} min; files in {out}")
     return StudyResult(rows, plan, seconds, text, files)
 
 

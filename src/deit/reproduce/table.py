@@ -179,12 +179,21 @@ def render_markdown(summaries: Sequence[RowSummary], meta: dict) -> str:
         "",
         "## Budget",
         "",
-        f"Budget {plan.get('budget_seconds', 0) / 60:.1f} min; planned {plan.get('predicted_seconds', 0) / 60:.1f} "
-        f"min (calibration {plan.get('calibration_seconds', 0):.0f} s); actual {meta.get('seconds', 0) / 60:.1f} "
-        f"min." + (f" {plan['note'].capitalize()}." if plan.get("note") else ""),
+        _budget_line(plan, meta.get("seconds", 0.0)),
         "",
     ]
     return "\n".join(parts)
+
+
+def _budget_line(plan: dict, seconds: float) -> str:
+    note = f" {plan['note'][0].upper()}{plan['note'][1:]}." if plan.get("note") else ""
+    workers = plan.get("workers", 1)
+    at_once = f" {workers} runs at once (one process each)." if workers > 1 else " One run at a time."
+    if not plan.get("costs"):  # epochs given by hand: nothing was planned
+        return f"Actual {seconds / 60:.1f} min.{at_once}{note}"
+    return (f"Budget {plan['budget_seconds'] / 60:.1f} min; planned {plan['predicted_seconds'] / 60:.1f} min "
+            f"(calibration {plan['calibration_seconds']:.0f} s included); actual {seconds / 60:.1f} min."
+            f"{at_once}{note}")
 
 
 def _override_lines(meta: dict) -> list[str]:

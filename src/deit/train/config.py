@@ -118,6 +118,9 @@ class TrainConfig:
     output_dir: str | None = None  # default: runs/<name>
     log_every: int = 50  # a metrics line every N optimizer steps (0: per epoch only)
     save_every: int = 0  # training state every N optimizer steps (0: at each epoch end only)
+    # Validate after every N-th epoch and always after the last one (0: after the last one only). On a small
+    # training set validation can cost as much as the epoch itself; best.safetensors only sees validated epochs.
+    eval_every: int = 1
     progress: bool = True  # tqdm progress bar on rank 0
     # torch intra-op threads per process; null: torch's default (torchrun sets OMP_NUM_THREADS=1 per process).
     # On a CPU shared with other busy processes, 1 is often faster than several spinning threads.
@@ -150,6 +153,7 @@ class TrainConfig:
             ("optim.lr_base_batch", self.optim.lr_base_batch, 1),
             ("log_every", self.log_every, 0),
             ("save_every", self.save_every, 0),
+            ("eval_every", self.eval_every, 0),
             ("threads", self.threads if self.threads is not None else 1, 1),
         ]:
             if value < low:

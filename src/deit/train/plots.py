@@ -46,8 +46,9 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     train_ep = [r for r in epochs if r.get("train_loss") is not None]
     if train_ep:
         ax.plot([r["step"] for r in train_ep], [r["train_loss"] for r in train_ep], "o-", label="train (epoch)")
-    if epochs:
-        ax.plot([r["step"] for r in epochs], [r["loss"] for r in epochs], "s-", label="val")
+    val_ep = [r for r in epochs if "loss" in r]  # epochs without validation (eval_every) have no val loss
+    if val_ep:
+        ax.plot([r["step"] for r in val_ep], [r["loss"] for r in val_ep], "s-", label="val")
     ax.set_title(f"loss — {run.root.name}")
     finish(fig, ax, "loss", "optimizer step", "loss")
 

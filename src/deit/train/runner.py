@@ -130,6 +130,11 @@ def check_distillation(cfg: TrainConfig, model: nn.Module, teacher: nn.Module | 
         )
 
 
+def _validates(epoch: int, epochs: int, eval_every: int) -> bool:
+    """Whether the run validates after (1-based) ``epoch``: every ``eval_every``-th one and always the last."""
+    return epoch == epochs or (eval_every > 0 and epoch % eval_every == 0)
+
+
 # ------------------------------------------------------------------------------------------------------- train
 def train(
     cfg: TrainConfig,
@@ -323,23 +328,30 @@ def _train(cfg: TrainConfig, env: DistEnv, model: nn.Module | None, teacher: nn.
                 trainer.train_one_epoch(train_loader, num_batches, on_step, bar)
                 if bar is not None:
                     bar.close()
-            metrics = evaluate(model, val_loader, env, teacher_fn, cfg.amp)
-            if ema is not None:
-                metrics.update({f"ema_{k}": v for k, v in evaluate(ema.module, val_loader, env, None, cfg.amp).items()
-                                if k != "num_samples"})
+            metrics: dict = {}
+            if _validates(epoch + 1, cfg.epochs, cfg.eval_every):
+                metrics = evaluate(model, val_loader, env, teacher_fn, cfg.amp)
+                if ema is not None:
+                    metrics.update({f"ema_{k}": v for k, v in
+                                    evaluate(ema.module, val_loader, env, None, cfg.amp).items() if k != "num_samples"})
             record = {"kind": "epoch", "epoch": epoch + 1, "step": progress.step, "lr": schedule(progress.step),
                       "train_loss": trainer.meter.epoch_loss, "seconds": round(time.perf_counter() - started, 2),
                       **metrics}
             progress.epoch += 1
             progress.batch = 0
-            last_metrics = metrics
+            if metrics:
+                last_metrics = metrics
             if env.is_main:
                 run.log(record)
-                heads = "".join(f" {k} {metrics[k]:.4f}" for k in ("top1_cls", "top1_dist", "teacher_top1",
-                                                                   "agreement") if k in metrics)
-                print(f"epoch {epoch + 1}/{cfg.epochs}: val loss {metrics['loss']:.4f} top1 {metrics['top1']:.4f} "
-                      f"top5 {metrics['top5']:.4f}{heads}", flush=True)
-            save(metrics)
+                if metrics:
+                    heads = "".join(f" {k} {metrics[k]:.4f}" for k in ("top1_cls", "top1_dist", "teacher_top1",
+                                                                       "agreement") if k in metrics)
+                    print(f"epoch {epoch + 1}/{cfg.epochs}: val loss {metrics['loss']:.4f} top1 {metrics['top1']:.4f}"
+                          f" top5 {metrics['top5']:.4f}{heads}", flush=True)
+                elif record["train_loss"] is not None:
+                    print(f"epoch {epoch + 1}/{cfg.epochs}: train loss {record['train_loss']:.4f} (validation every "
+                          f"{cfg.eval_every or cfg.epochs} epochs)", flush=True)
+            save(metrics or None)
     except NonFiniteLossError as exc:
         if env.is_main:
             run.log({"kind": "event", "event": "non_finite_loss", "step": exc.step, "epoch": exc.epoch,

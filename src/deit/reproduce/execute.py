@@ -1,0 +1,105 @@
+"""Running the study's training runs, one after another or several at once in worker processes.
+
+A study is a set of chains: a teacher run, then the student runs that distil from it (they may start once the
+teacher has finished). With one worker the runs go in order, in this process. With several, each run is a job in a
+pool of spawned processes: teachers first, each chain's students queued the moment its teacher finishes. A run is
+fully determined by its config (seeded data order, initial weights and augmentation; one torch thread per run by
+the digits presets), so the results do not depend on the number of workers or on which run finishes first.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from deit.reproduce.methods import get_method
+from deit.reproduce.regime import Regime
+
+
+@dataclass(frozen=True)
+class Job:
+    method: str  # a name from methods.METHODS
+    seed: int
+    epochs: int
+    run_dir: Path
+    regime: Regime
+    teacher_checkpoint: Path | None = None  # the students': their teacher's last.safetensors
+
+
+@dataclass
+class Chain:
+    teacher: Job
+    students: Sequence[Job] = field(default_factory=tuple)
+
+
+@dataclass
+class JobResult:
+    job: Job
+    rows: list[dict]  # one per reported head (runs.RunOutcome.rows)
+    seconds: float
+    epoch_seconds: list[float]
+
+
+def run_job(job: Job) -> JobResult:
+    """Train and evaluate one run (in this process or in a worker); the teacher for the students' agreement is
+    read from its checkpoint."""
+    from deit.reproduce.runs import run_method
+
+    outcome = run_method(get_method(job.method), job.regime, seed=job.seed, epochs=job.epochs, run_dir=job.run_dir,
+                         teacher_checkpoint=job.teacher_checkpoint)
+    return JobResult(job, outcome.rows, outcome.seconds, outcome.epoch_seconds)
+
+
+def available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def run_chains(chains: Sequence[Chain], workers: int, on_result: Callable[[JobResult], None]) -> list[JobResult]:
+    """Run every job of ``chains`` on ``workers`` processes (1: here, in order); ``on_result`` sees each result as
+    it comes. Returns the results in completion order. A failing run stops the study: queued runs are cancelled and
+    the error is raised, naming the run."""
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    results: list[JobResult] = []
+
+    def done(result: JobResult) -> None:
+        results.append(result)
+        on_result(result)
+
+    if workers == 1:
+        for chain in chains:
+            for job in (chain.teacher, *chain.students):
+                done(run_job(job))
+        return results
+
+    # spawn, not fork: forking a process whose torch thread pools are already running can deadlock.
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pending: dict[Future, tuple[Job, Chain | None]] = {
+            pool.submit(run_job, chain.teacher): (chain.teacher, chain) for chain in chains}
+        try:
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    job, chain = pending.pop(future)
+                    try:
+                        result = future.result()
+                    except Exception as exc:
+                        raise RuntimeError(f"run {job.run_dir} failed ({exc}); its train.log has the details") from exc
+                    done(result)
+                    if chain is not None:  # a teacher finished: its students may start
+                        for student in chain.students:
+                            pending[pool.submit(run_job, student)] = (student, None)
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    return results
+
+
+__all__ = ["Chain", "Job", "JobResult", "available_cpus", "run_chains", "run_job"]
