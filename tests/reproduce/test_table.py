@@ -59,8 +59,18 @@ def test_rendered_table_shows_the_hand_figures():
     assert "| +6.00 |" in md  # teacher vs deit-none: 6 points, beyond noise, no ≈ mark
     assert "holds, beyond noise" in md
     assert "+0.00 ≈" in md  # deit-cls-hard vs deit-none: within noise
+    # teacher - deit-none per seed: 0.97-0.90, 0.99-0.92, 0.98-0.94
+    assert "+7.00, +7.00, +4.00 (A ahead in 3 of 3)" in md
     text = render_text(summaries)
     assert "deit-cls-hard" in text and "92.00 ± 2.00" in text
+
+
+def test_paired_deltas_match_seeds_not_positions():
+    from deit.reproduce.table import paired_deltas
+
+    a, b = aggregate([row("deit-none", 2, 0.80), row("deit-none", 0, 0.90),
+                      row("deit-cls-hard", 0, 0.95), row("deit-cls-hard", 1, 0.50), row("deit-cls-hard", 2, 0.70)])
+    assert paired_deltas(b, a) == pytest.approx({0: 0.05, 2: -0.10})  # seed 1 has no pair
 
 
 def test_head_metrics_by_hand():

@@ -3,7 +3,9 @@ against seed noise, table.md, table.png and the printed table.
 
 Statistics: the mean and the sample standard deviation (n - 1 in the denominator) over seeds; with one seed the
 std is unknown and shown as "n/a". A difference between two rows counts as *beyond noise* only when it is larger
-than the larger of their two stds; otherwise the table marks it as within noise (≈).
+than the larger of their two stds; otherwise the table marks it as within noise (≈). The claims table also
+shows the difference seed by seed (runs of one seed share the teacher and the training subset): an effect that is
+"within noise" by the 1-std rule yet has the same sign in every seed is a hint, not a finding, at three seeds.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class RowSummary:
     teacher: str  # the teacher's supervision: – (none), soft or hard
     token: str  # which token(s) the student has
     stats: dict[str, Stat]  # METRICS -> Stat
+    top1_by_seed: dict[int, float]  # for the claims' per-seed (paired) differences
 
     @property
     def seeds(self) -> int:
@@ -84,7 +87,8 @@ def aggregate(rows: Sequence[dict]) -> list[RowSummary]:
         stats = {k: mean_std([float(r[k]) for r in group]) for k in METRICS}
         token = "–" if m.is_teacher else ("class + distillation" if m.two_tokens else "class")
         teacher = "–" if m.distillation == "none" else m.distillation
-        out.append(RowSummary(name, row_title(name), "✓", teacher, token, stats))
+        out.append(RowSummary(name, row_title(name), "✓", teacher, token, stats,
+                              {int(r["seed"]): float(r["top1"]) for r in group}))
     return out
 
 
@@ -123,15 +127,30 @@ def table_rows(summaries: Sequence[RowSummary]) -> tuple[list[str], list[list[st
 
 def claim_rows(summaries: Sequence[RowSummary]) -> tuple[list[str], list[list[str]]]:
     by = {s.method: s for s in summaries}
-    header = ["the paper's claim (A > B)", "A", "B", "A top-1 (%)", "B top-1 (%)", "Δ (points)", "here"]
+    header = ["the paper's claim (A > B)", "A", "B", "A top-1 (%)", "B top-1 (%)", "Δ (points)",
+              "Δ per seed (points)", "here"]
     cells = []
     for claim, a, b in CLAIMS:
         if a not in by or b not in by:
             continue
         diff, verdict = compare(by[a].stats["top1"], by[b].stats["top1"])
         cells.append([claim, f"`{a}`", f"`{b}`", _pct(by[a].stats["top1"]), _pct(by[b].stats["top1"]),
-                      f"{100 * diff:+.2f}", verdict])
+                      f"{100 * diff:+.2f}", _per_seed(by[a], by[b]), verdict])
     return header, cells
+
+
+def paired_deltas(a: RowSummary, b: RowSummary) -> dict[int, float]:
+    """top-1 of A minus B for each seed both rows have. Runs of one seed share the teacher and the training
+    subset, so these differences vary less than the rows' own means do."""
+    return {seed: a.top1_by_seed[seed] - b.top1_by_seed[seed] for seed in sorted(a.top1_by_seed)
+            if seed in b.top1_by_seed}
+
+
+def _per_seed(a: RowSummary, b: RowSummary) -> str:
+    deltas = paired_deltas(a, b)
+    ahead = sum(d > 0 for d in deltas.values())
+    values = ", ".join(f"{100 * d:+.2f}" for d in deltas.values())
+    return f"{values} (A ahead in {ahead} of {len(deltas)})"
 
 
 def markdown_table(header: list[str], cells: list[list[str]]) -> str:
@@ -255,5 +274,5 @@ def plot_table(summaries: Sequence[RowSummary], path: Path, title: str = "") -> 
     plt.close(fig)
 
 
-__all__ = ["CLAIMS", "RowSummary", "Stat", "aggregate", "compare", "mean_std", "plot_table", "render_markdown",
-           "render_text"]
+__all__ = ["CLAIMS", "RowSummary", "Stat", "aggregate", "compare", "mean_std", "paired_deltas", "plot_table",
+           "render_markdown", "render_text"]
