@@ -73,3 +73,32 @@ def test_parallel_runs_give_the_same_results_as_one_at_a_time(tmp_path):
         assert {k: v for k, v in a.items() if k != "seconds"} == {k: v for k, v in b.items() if k != "seconds"}
     assert json.loads((tmp_path / "two" / "study.json").read_text())["workers"] == 2
     assert "2 runs at once" in (tmp_path / "two" / "table.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_stopped_study_resumes_to_the_same_results(tmp_path, capsys):
+    import shutil
+
+    args = ["reproduce", "--train-per-class", "3", "--seeds", "0", "--epochs", "2,1", "--set", "data.batch_size=10",
+            "--workers", "1"]
+    assert main([*args, "--output", str(tmp_path / "whole")]) == 0
+    whole = load_rows(tmp_path / "whole" / "results.json")
+    # A study stopped after three runs: results.json has teacher and deit-none; deit-cls-soft had finished training
+    # but was not recorded; the later runs never started.
+    stopped = tmp_path / "stopped"
+    shutil.copytree(tmp_path / "whole", stopped)
+    (stopped / "results.json").write_text(json.dumps(whole[:2]))
+    for method in ("deit-cls-hard", "deit-dist-hard", "deit-dist-soft"):
+        shutil.rmtree(stopped / "runs" / "seed0" / method)
+    (stopped / "table.md").unlink()
+    capsys.readouterr()
+    assert main(["reproduce", "--resume", str(stopped)]) == 0
+    assert "2 of 6 runs already done" in capsys.readouterr().out
+    resumed = load_rows(stopped / "results.json")
+    assert [r["method"] for r in resumed] == [r["method"] for r in whole]
+    for a, b in zip(whole, resumed, strict=True):
+        assert {k: v for k, v in a.items() if k != "seconds"} == {k: v for k, v in b.items() if k != "seconds"}
+    assert json.loads((stopped / "study.json").read_text())["status"] == "done"
+    assert (stopped / "table.md").is_file()
+    assert main(["reproduce", "--resume", str(tmp_path / "nothing")]) == 2  # no study.json: a clear error
+    assert "no study.json" in capsys.readouterr().err

@@ -65,6 +65,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="training runs at once, each in its own process with one torch thread (the digits presets' "
                    "threads: 1); results do not depend on it (default: one per available CPU)")
+    p.add_argument("--resume", metavar="DIR", default=None,
+                   help="finish the interrupted study in DIR with its own plan, seeds and regime (study.json); "
+                   "finished runs are kept, interrupted ones continue from their last epoch; only --workers applies")
     p.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="key=value",
                    help="config overrides for every run (teacher and students), e.g. data.scale=[0.3,1.0]")
     p.add_argument("--student-set", dest="student_overrides", nargs="+", default=[], metavar="key=value",
@@ -78,8 +81,11 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from deit.reproduce.regime import DEFAULT_REGIME
-    from deit.reproduce.study import StudyConfig, run_study
+    from deit.reproduce.study import StudyConfig, resume_study, run_study
 
+    if args.resume is not None:
+        resume_study(args.resume, workers=args.workers)
+        return 0
     if args.train_per_class is not None and args.train_per_class < 0:
         raise ValueError(f"--train-per-class must be >= 0 (0: all training images), got {args.train_per_class}")
     regime = replace(DEFAULT_REGIME, dataset=args.dataset, train_per_class=args.train_per_class or None,

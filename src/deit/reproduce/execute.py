@@ -28,11 +28,12 @@ class Job:
     run_dir: Path
     regime: Regime
     teacher_checkpoint: Path | None = None  # the students': their teacher's last.safetensors
+    resume: bool = False  # continue the run directory's saved training state, if it has one
 
 
 @dataclass
 class Chain:
-    teacher: Job
+    teacher: Job | None  # None: already trained (a resumed study), the students may start at once
     students: Sequence[Job] = field(default_factory=tuple)
 
 
@@ -50,7 +51,7 @@ def run_job(job: Job) -> JobResult:
     from deit.reproduce.runs import run_method
 
     outcome = run_method(get_method(job.method), job.regime, seed=job.seed, epochs=job.epochs, run_dir=job.run_dir,
-                         teacher_checkpoint=job.teacher_checkpoint)
+                         teacher_checkpoint=job.teacher_checkpoint, resume=job.resume)
     return JobResult(job, outcome.rows, outcome.seconds, outcome.epoch_seconds)
 
 
@@ -75,14 +76,19 @@ def run_chains(chains: Sequence[Chain], workers: int, on_result: Callable[[JobRe
 
     if workers == 1:
         for chain in chains:
-            for job in (chain.teacher, *chain.students):
+            for job in (*([chain.teacher] if chain.teacher else []), *chain.students):
                 done(run_job(job))
         return results
 
     # spawn, not fork: forking a process whose torch thread pools are already running can deadlock.
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        pending: dict[Future, tuple[Job, Chain | None]] = {
-            pool.submit(run_job, chain.teacher): (chain.teacher, chain) for chain in chains}
+        pending: dict[Future, tuple[Job, Chain | None]] = {}
+        for chain in chains:
+            if chain.teacher is not None:
+                pending[pool.submit(run_job, chain.teacher)] = (chain.teacher, chain)
+        for chain in chains:
+            if chain.teacher is None:
+                pending.update({pool.submit(run_job, student): (student, None) for student in chain.students})
         try:
             while pending:
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)

@@ -100,18 +100,19 @@ def evaluate_heads(method: Method, cfg: TrainConfig, model: nn.Module, teacher: 
             for head, chunks in outputs.items()}
 
 
-def train_quietly(cfg: TrainConfig):
+def train_quietly(cfg: TrainConfig, resume: bool = False):
     """``deit.train.train(cfg)`` with its console output kept in ``RUN_DIR/train.log`` instead of printed."""
     from deit.train.runner import train
 
     buf = io.StringIO()
     try:
         with contextlib.redirect_stdout(buf):
-            return train(cfg)
+            return train(cfg, resume=resume)
     finally:
         run_dir = Path(cfg.output_dir)
         if run_dir.is_dir():
-            (run_dir / "train.log").write_text(buf.getvalue())
+            with open(run_dir / "train.log", "a" if resume else "w") as f:
+                f.write(buf.getvalue())
 
 
 def epoch_seconds(run_dir: Path) -> list[float]:
@@ -125,9 +126,11 @@ def epoch_seconds(run_dir: Path) -> list[float]:
 
 
 def run_method(method: Method, regime: Regime, *, seed: int, epochs: int, run_dir: Path,
-               teacher: nn.Module | None = None, teacher_checkpoint: Path | None = None) -> RunOutcome:
+               teacher: nn.Module | None = None, teacher_checkpoint: Path | None = None, resume: bool = False
+               ) -> RunOutcome:
     """Train ``method`` for ``epochs`` in ``run_dir`` and evaluate it; ``teacher`` (the frozen module of
-    ``teacher_checkpoint``, read from it when not given) gives the agreement of every student."""
+    ``teacher_checkpoint``, read from it when not given) gives the agreement of every student. ``resume``:
+    continue from the run directory's saved training state (an interrupted study), bit-exact."""
     start = time.perf_counter()
     cfg = method_config(method, regime, seed=seed, epochs=epochs, run_dir=run_dir,
                         teacher_checkpoint=teacher_checkpoint)
@@ -135,7 +138,7 @@ def run_method(method: Method, regime: Regime, *, seed: int, epochs: int, run_di
         from deit.checkpoints import load_checkpoint
 
         teacher = load_checkpoint(teacher_checkpoint)
-    result = train_quietly(cfg)
+    result = train_quietly(cfg, resume=resume)
     metrics = evaluate_heads(method, cfg, result.model, None if method.is_teacher else teacher)
     seconds = time.perf_counter() - start
     rows = [{"method": row, "seed": seed, **values, "seconds": round(seconds, 2)} for row, values in metrics.items()]

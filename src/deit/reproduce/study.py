@@ -5,6 +5,9 @@
     DIR/table.png        bars with error bars
     DIR/study.json       the plan (calibration, predicted time), the actual time, the regime, the command
     DIR/runs/calibration/<kind>/, DIR/runs/seed<S>/<method>/    ordinary `deit train` run directories
+
+results.json and study.json are rewritten after every run, so a stopped study loses at most its unfinished runs'
+epochs since their last save: ``resume_study`` (``deit reproduce --resume DIR``) finishes it.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from deit.reproduce.execute import Chain, Job, JobResult, available_cpus, run_chains
-from deit.reproduce.methods import METHODS
-from deit.reproduce.plan import Plan, calibrate, fixed_plan, plan_epochs
+from deit.reproduce.methods import METHODS, ROWS
+from deit.reproduce.plan import Cost, Plan, calibrate, fixed_plan, plan_epochs
 from deit.reproduce.regime import DEFAULT_REGIME, Regime
 from deit.reproduce.runs import method_config
 from deit.reproduce.table import aggregate, plot_table, render_markdown, render_text
@@ -98,32 +101,6 @@ def run_study(cfg: StudyConfig, log: Callable[[str], None] = print) -> StudyResu
     predicted = f"predicted {plan.predicted_seconds / 60:.1f} of {cfg.budget_minutes:g} min; " if plan.costs else ""
     log(f"plan: teacher {plan.teacher_epochs} epochs, students {plan.student_epochs} epochs, {cfg.workers} run(s) at "
         f"once; {predicted}{plan.note}")
-
-    chains = []
-    for seed in cfg.seeds:
-        seed_dir = out / "runs" / f"seed{seed}"
-        teacher = Job("teacher", seed, plan.teacher_epochs, seed_dir / "teacher", regime)
-        # The students distil from the last epoch's weights: choosing the best epoch would look at val.
-        students = [Job(m.name, seed, plan.student_epochs, seed_dir / m.name, regime,
-                        teacher_checkpoint=teacher.run_dir / "last.safetensors") for m in METHODS if not m.is_teacher]
-        chains.append(Chain(teacher, students))
-    order = {(seed, m.name): i for i, (seed, m) in enumerate((s, m) for s in cfg.seeds for m in METHODS)}
-    finished: list[JobResult] = []
-    results_path = out / "results.json"
-
-    def record(result: JobResult) -> None:
-        finished.append(result)
-        finished.sort(key=lambda r: order[(r.job.seed, r.job.method)])  # one order, however the runs interleave
-        rows = [row for r in finished for row in r.rows]
-        atomic_write_text(results_path, json.dumps(rows, indent=1) + "\n")  # partial results survive a stop
-        heads = ", ".join(f"{r['method']} {100 * r['top1']:.2f}" for r in result.rows)
-        log(f"seed {result.job.seed}: {heads} ({result.seconds:.0f} s) [{len(finished)}/{len(order)} runs]")
-
-    run_chains(chains, cfg.workers, record)
-    rows = [row for r in finished for row in r.rows]
-
-    seconds = time.perf_counter() - started
-    summaries = aggregate(rows)
     meta = {
         "command": cfg.command,
         "dataset": regime.dataset,
@@ -132,18 +109,90 @@ def run_study(cfg: StudyConfig, log: Callable[[str], None] = print) -> StudyResu
         "train_images": train_images,
         "val_images": val_images,
         "plan": plan.to_dict(),
-        "seconds": round(seconds, 1),
+        "seconds": 0.0,
         "workers": cfg.workers,
         "overrides": list(regime.common),
         "student_overrides": list(regime.student),
         "regime": asdict(regime),
+        "status": "running",
     }
-    files = {"results": results_path, "table": out / "table.md", "plot": out / "table.png",
+    return _run(out, meta, plan, regime, cfg.workers, {}, started, 0.0, log)
+
+
+def resume_study(output: str | Path, workers: int | None = None, log: Callable[[str], None] = print) -> StudyResult:
+    """Finish an interrupted study in ``output`` with its own plan, regime and seeds (from study.json): runs with
+    rows in results.json are kept, an interrupted run continues from its last saved epoch, the rest run."""
+    started = time.perf_counter()
+    out = Path(output)
+    study_path = out / "study.json"
+    if not study_path.is_file():
+        raise ValueError(f"{out} has no study.json: not a study started by `deit reproduce` (start one with "
+                         f"--output {out})")
+    meta = json.loads(study_path.read_text())
+    regime = Regime(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["regime"].items()})
+    plan_dict = dict(meta["plan"])
+    plan = Plan(**{**plan_dict, "costs": {k: Cost(**c) for k, c in plan_dict.get("costs", {}).items()}})
+    done: dict[tuple[int, str], list[dict]] = {}
+    if (out / "results.json").is_file():
+        for row in load_rows(out / "results.json"):
+            method, _head = ROWS[row["method"]]
+            done.setdefault((int(row["seed"]), method.name), []).append(row)
+    workers = workers or meta.get("workers") or available_cpus()
+    meta["workers"] = workers
+    log(f"resuming {out}: {len(done)} of {len(meta['seeds']) * len(METHODS)} runs already done; teacher "
+        f"{plan.teacher_epochs} epochs, students {plan.student_epochs} epochs, {workers} run(s) at once")
+    return _run(out, meta, plan, regime, workers, done, started, float(meta.get("seconds", 0.0)), log, resume=True)
+
+
+def _run(out: Path, meta: dict, plan: Plan, regime: Regime, workers: int, done: dict[tuple[int, str], list[dict]],
+         started: float, seconds_before: float, log: Callable[[str], None], resume: bool = False) -> StudyResult:
+    """Every run of the study not in ``done``, then the table; study.json and results.json kept up to date."""
+    seeds = [int(s) for s in meta["seeds"]]
+    files = {"results": out / "results.json", "table": out / "table.md", "plot": out / "table.png",
              "study": out / "study.json"}
+
+    def elapsed() -> float:
+        return seconds_before + time.perf_counter() - started
+
+    def save_meta() -> None:
+        meta["seconds"] = round(elapsed(), 1)
+        atomic_write_text(files["study"], json.dumps(meta, indent=1) + "\n")
+
+    save_meta()
+    chains = []
+    for seed in seeds:
+        seed_dir = out / "runs" / f"seed{seed}"
+        teacher = Job("teacher", seed, plan.teacher_epochs, seed_dir / "teacher", regime, resume=resume)
+        # The students distil from the last epoch's weights: choosing the best epoch would look at val.
+        students = [Job(m.name, seed, plan.student_epochs, seed_dir / m.name, regime, resume=resume,
+                        teacher_checkpoint=teacher.run_dir / "last.safetensors")
+                    for m in METHODS if not m.is_teacher and (seed, m.name) not in done]
+        if (seed, "teacher") in done:
+            if students:
+                chains.append(Chain(None, students))
+        else:
+            chains.append(Chain(teacher, students))
+    order = {(seed, m.name): i for i, (seed, m) in enumerate((s, m) for s in seeds for m in METHODS)}
+
+    def all_rows() -> list[dict]:
+        return [row for key in sorted(done, key=order.__getitem__) for row in done[key]]
+
+    def record(result: JobResult) -> None:
+        done[(result.job.seed, result.job.method)] = result.rows
+        atomic_write_text(files["results"], json.dumps(all_rows(), indent=1) + "\n")  # partial results survive
+        save_meta()
+        heads = ", ".join(f"{r['method']} {100 * r['top1']:.2f}" for r in result.rows)
+        log(f"seed {result.job.seed}: {heads} ({result.seconds:.0f} s) [{len(done)}/{len(order)} runs]")
+
+    run_chains(chains, workers, record)
+    rows = all_rows()
+    seconds = elapsed()
+    meta["status"] = "done"
+    save_meta()
+    summaries = aggregate(rows)
     atomic_write_text(files["table"], render_markdown(summaries, meta))
-    plot_table(summaries, files["plot"], f"{regime.dataset}, {train_images} training images, "
-               f"{len(cfg.seeds)} seed(s), students {plan.student_epochs} epochs")
-    atomic_write_text(files["study"], json.dumps(meta, indent=1) + "\n")
+    plot_table(summaries, files["plot"], f"{regime.dataset}, {meta['train_images']} training images, "
+               f"{len(seeds)} seed(s), students {plan.student_epochs} epochs")
     text = render_text(summaries)
     log(text)
     planned = f"planned {plan.predicted_seconds / 60:.1f} min, " if plan.costs else ""
@@ -159,4 +208,4 @@ def load_rows(path: str | Path) -> list[dict]:
     return rows
 
 
-__all__ = ["StudyConfig", "StudyResult", "load_rows", "run_study"]
+__all__ = ["StudyConfig", "StudyResult", "load_rows", "resume_study", "run_study"]
