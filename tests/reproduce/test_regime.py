@@ -23,3 +23,14 @@ def test_teacher_and_students_get_their_own_augmentation():
     assert student.data.auto_augment == "rand-m5-mstd0.5-inc1" and student.data.batch_size == 32
     assert student.teacher.checkpoint == "teacher/last.safetensors"
     assert _config("deit-none").teacher.checkpoint is None  # the teacher only measures its agreement
+
+
+def test_the_users_student_overrides_win_over_the_methods():
+    from dataclasses import replace
+
+    regime = replace(DEFAULT_REGIME, student=(*DEFAULT_REGIME.student, "distillation.tau=1.5",
+                                              "distillation.kl_normalisation=batch_classes"))
+    cfg = method_config(get_method("deit-dist-soft"), regime, seed=0, epochs=1, run_dir=Path("unused"),
+                        teacher_checkpoint=Path("t.safetensors"))
+    assert cfg.distillation.tau == 1.5 and cfg.distillation.kl_normalisation == "batch_classes"
+    assert cfg.distillation.type == "soft" and cfg.distillation.alpha == 0.5  # the method's own settings stay

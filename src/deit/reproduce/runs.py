@@ -37,7 +37,9 @@ def method_config(method: Method, regime: Regime, *, seed: int, epochs: int, run
     """The full training config of ``method``: preset, then the regime, the method, and this run's settings."""
     overrides = [*regime.data_overrides()]
     if not method.is_teacher:
-        overrides += [*regime.student, *method.overrides]
+        # The regime's student overrides (where the user's --set/--student-set end up) come after the method's:
+        # what the user sets wins, e.g. another distillation.tau for the soft methods.
+        overrides += [*method.overrides, *regime.student]
         if method.token is None:
             overrides.append("teacher.checkpoint=null")
         elif teacher_checkpoint is None:
