@@ -34,3 +34,14 @@ def test_the_users_student_overrides_win_over_the_methods():
                         teacher_checkpoint=Path("t.safetensors"))
     assert cfg.distillation.tau == 1.5 and cfg.distillation.kl_normalisation == "batch_classes"
     assert cfg.distillation.type == "soft" and cfg.distillation.alpha == 0.5  # the method's own settings stay
+
+
+def test_default_workers_leave_one_core_per_thread(monkeypatch):
+    from dataclasses import replace
+
+    from deit.reproduce import study
+
+    monkeypatch.setattr(study, "available_cpus", lambda: 8)
+    assert study.default_workers(DEFAULT_REGIME) == 8  # the presets' threads: 1
+    assert study.default_workers(replace(DEFAULT_REGIME, student=("threads=4",))) == 2
+    assert study.default_workers(replace(DEFAULT_REGIME, student=("threads=null",))) == 1  # torch's own: all cores

@@ -46,9 +46,14 @@ def test_tiny_study_writes_every_row_and_file(tmp_path, capsys):
     assert "deit-dist-soft-avg" in printed and "the paper's claim" in printed
 
 
-def test_existing_study_is_not_overwritten(tmp_path):
+def test_existing_study_is_not_overwritten(tmp_path, capsys):
     (tmp_path / "results.json").write_text("[]")
     assert main(["reproduce", "--seeds", "0", "--epochs", "1", "--output", str(tmp_path)]) == 2
+    assert "choose another --output" in capsys.readouterr().err
+    (tmp_path / "study.json").write_text("{}")
+    assert main(["reproduce", "--seeds", "0", "--epochs", "1", "--output", str(tmp_path)]) == 2
+    assert f"deit reproduce --resume {tmp_path}" in capsys.readouterr().err
+    assert (tmp_path / "results.json").read_text() == "[]"  # nothing already there is touched
 
 
 def test_bad_arguments_are_clear_errors(tmp_path, capsys):

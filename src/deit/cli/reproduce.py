@@ -63,8 +63,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="fixed epochs (all runs, or teacher,students) instead of the budget plan; no calibration "
                    f"(the regime's schedule: teacher {r.teacher_epochs}, students {r.student_epochs})")
     p.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="training runs at once, each in its own process with one torch thread (the digits presets' "
-                   "threads: 1); results do not depend on it (default: one per available CPU)")
+                   help="training runs at once, each in its own process with the runs' torch threads (the digits "
+                   "presets' threads: 1); results do not depend on it (default: available CPU cores / threads)")
     p.add_argument("--resume", metavar="DIR", default=None,
                    help="finish the interrupted study in DIR with its own plan, seeds and regime (study.json); "
                    "finished runs are kept, interrupted ones continue from their last epoch; only --workers applies")

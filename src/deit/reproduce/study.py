@@ -36,7 +36,8 @@ class StudyConfig:
     # (teacher, student) epochs given by hand: no calibration; None: planned from the budget.
     epochs: tuple[int, int] | None = None
     command: str = "deit reproduce"
-    # Runs at once, each in its own process (one torch thread each by the digits presets); None: one per CPU.
+    # Runs at once, each in its own process (one torch thread each by the digits presets); None: one per CPU
+    # core the runs' thread setting leaves (default_workers).
     workers: int | None = None
 
     def __post_init__(self) -> None:
@@ -48,7 +49,7 @@ class StudyConfig:
         if self.budget_minutes <= 0:
             raise ValueError(f"the budget must be positive, got {self.budget_minutes} minutes")
         if self.workers is None:
-            self.workers = available_cpus()
+            self.workers = default_workers(self.regime)
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
 
@@ -62,10 +63,21 @@ class StudyResult:
     files: dict[str, Path] = field(default_factory=dict)
 
 
+def default_workers(regime: Regime) -> int:
+    """One run per CPU core: the CPUs this process may use, divided by the torch threads a run uses (the digits
+    presets' ``threads: 1``; a run without a thread setting counts as all of them)."""
+    cfg = method_config(METHODS[-1], regime, seed=0, epochs=1, run_dir=Path("unused"), teacher_checkpoint=Path("t"))
+    cpus = available_cpus()
+    return max(1, cpus // (cfg.threads or cpus))
+
+
 def _check_output(output: Path) -> None:
+    if (output / "study.json").exists():
+        raise ValueError(f"{output} already holds a study: finish it with `deit reproduce --resume {output}`, or "
+                         "choose another --output")
     if (output / "results.json").exists() or (output / "runs").exists():
-        raise ValueError(f"{output} already holds a study (results.json or runs/): choose another --output "
-                              "or remove it")
+        raise ValueError(f"{output} already holds results.json or runs/ (a study stopped before its plan was made "
+                         "cannot be resumed): choose another --output or remove it")
 
 
 def _dataset_sizes(regime: Regime) -> tuple[int, int]:
@@ -137,7 +149,7 @@ def resume_study(output: str | Path, workers: int | None = None, log: Callable[[
         for row in load_rows(out / "results.json"):
             method, _head = ROWS[row["method"]]
             done.setdefault((int(row["seed"]), method.name), []).append(row)
-    workers = workers or meta.get("workers") or available_cpus()
+    workers = workers or meta.get("workers") or default_workers(regime)
     meta["workers"] = workers
     log(f"resuming {out}: {len(done)} of {len(meta['seeds']) * len(METHODS)} runs already done; teacher "
         f"{plan.teacher_epochs} epochs, students {plan.student_epochs} epochs, {workers} run(s) at once")
