@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from deit.reproduce import METHODS, Cost, Regime, plan_epochs
-from deit.reproduce.plan import SAFETY, makespan, run_seconds, study_seconds
+from deit.reproduce.plan import SAFETY, makespan, study_seconds
 
 # teacher 1 s/epoch, every student kind 2 s/epoch, 5 s fixed per run.
 COSTS = {k: Cost(per_epoch=1.0 if k == "teacher" else 2.0, per_run=5.0)
@@ -16,7 +16,7 @@ FULL = 1080.0
 
 
 def test_cost_model_by_hand():
-    assert run_seconds(COSTS, METHODS, 50, 100) == pytest.approx(FULL)
+    assert study_seconds(COSTS, METHODS, 1, 50, 100, workers=1) == pytest.approx(FULL)
 
 
 def test_full_schedule_when_it_fits():

@@ -57,15 +57,6 @@ class Plan:
         return asdict(self)
 
 
-def run_seconds(costs: dict[str, Cost], methods: Sequence[Method], teacher_epochs: int, student_epochs: int) -> float:
-    """Predicted seconds of one seed run by one worker: every method once."""
-    total = 0.0
-    for m in methods:
-        c = costs[m.cost_kind]
-        total += c.per_run + (teacher_epochs if m.is_teacher else student_epochs) * c.per_epoch
-    return total
-
-
 def makespan(chains: Sequence[tuple[float, Sequence[float]]], workers: int) -> float:
     """Wall seconds to run ``chains`` ((teacher seconds, [student seconds])) on ``workers`` the way
     ``execute.run_chains`` does: every teacher queued first, a chain's students queued when its teacher ends."""
@@ -171,4 +162,4 @@ def calibrate(regime: Regime, root: Path, seed: int = 0, log: Callable[[str], No
 
 
 __all__ = ["CALIBRATION_EPOCHS", "SAFETY", "Cost", "Plan", "calibrate", "fixed_plan", "makespan", "plan_epochs",
-           "run_seconds", "study_seconds"]
+           "study_seconds"]
