@@ -17,7 +17,7 @@ from torch import nn
 
 from deit.benchmark import race
 from deit.benchmark.training import build_teacher, make_step
-from deit.models import create_model, vit
+from deit.models import create_model, vit_blocks
 from deit.train.loss import DistillationLoss
 
 CPU = torch.device("cpu")
@@ -33,13 +33,13 @@ def patched(obj: object, name: str, value: object) -> Iterator[None]:
         setattr(obj, name, old)
 
 
-def permute_split(self: vit.Attention, qkv: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def permute_split(self: vit_blocks.Attention, qkv: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """The layout before: (3, B, H, N, hd) by permute, whose backward needs a contiguous copy."""
     b, n, _ = qkv.shape
     return qkv.reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
 
 
-def math_attend(self: vit.Attention, qkv: torch.Tensor) -> torch.Tensor:
+def math_attend(self: vit_blocks.Attention, qkv: torch.Tensor) -> torch.Tensor:
     """Explicit softmax(q k^T) v with the probabilities materialised (what HF's eager attention does)."""
     b, n, three_c = qkv.shape
     q, k, v = self.split_heads(qkv)
@@ -69,8 +69,9 @@ def inference_ideas(name: str, batch: int, repeats: int, use_compile: bool) -> N
     def run(title: str, variant: Callable[[], object], ctx=None) -> None:
         compare(f"{name} inference: {title}", fwd, variant, batch, repeats, ctx)
 
-    run("block without oneDNN fused bias/GELU/residual", fwd, lambda: patched(vit, "_fusable", lambda b, t: False))
-    run("math attention instead of SDPA", fwd, lambda: patched(vit.Attention, "attend", math_attend))
+    run("block without oneDNN fused bias/GELU/residual", fwd,
+        lambda: patched(vit_blocks, "_fusable", lambda b, t: False))
+    run("math attention instead of SDPA", fwd, lambda: patched(vit_blocks.Attention, "attend", math_attend))
     run("torch.no_grad instead of torch.inference_mode", lambda: _no_grad(model, x))
     run("no grad-mode context (autograd on, plain path)", lambda: model(x))
     cl = x.contiguous(memory_format=torch.channels_last)
@@ -105,9 +106,9 @@ def training_ideas(batch: int, repeats: int) -> None:
     logits = criterion.teacher_logits(x)
     step = make_step(model, model.forward_heads, criterion, x, y, logits, "fp32")
     compare(f"{name} train step: permute+contiguous q/k/v split", step, step, batch, repeats,
-            lambda: patched(vit.Attention, "split_heads", permute_split))
+            lambda: patched(vit_blocks.Attention, "split_heads", permute_split))
     compare(f"{name} train step: math attention instead of SDPA", step, step, batch, repeats,
-            lambda: patched(vit.Attention, "attend", math_attend))
+            lambda: patched(vit_blocks.Attention, "attend", math_attend))
 
     nchw = create_model("regnety_002").eval()
     nchw.load_state_dict(teacher.state_dict())

@@ -1,6 +1,6 @@
 """deit: data-efficient image transformers — train, distil through attention, evaluate, convert and serve."""
 
-from deit.models import create_model, list_models
+from deit.models import list_models
 
 __version__ = "0.1.0"
 
@@ -8,8 +8,9 @@ __all__ = ["__version__", "create_model", "list_models", "load_checkpoint", "sav
 
 
 def __getattr__(name: str):
-    # Checkpoint I/O is imported on first use so `import deit` stays light.
-    if name in ("load_checkpoint", "save_checkpoint"):
+    # Models with weights and checkpoint I/O come from deit.checkpoints, imported on first use so that
+    # `import deit` stays light.
+    if name in ("create_model", "load_checkpoint", "save_checkpoint"):
         from deit import checkpoints
 
         return getattr(checkpoints, name)

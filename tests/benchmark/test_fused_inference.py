@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from deit.models import create_model
-from deit.models.vit import _fusable, _onednn_linear_works
+from deit.models.vit_blocks import _fusable, _onednn_linear_works
 
 pytestmark = pytest.mark.skipif(not _onednn_linear_works(), reason="this torch build has no oneDNN fused linear")
 

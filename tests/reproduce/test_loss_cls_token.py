@@ -9,9 +9,10 @@ import torch
 from torch import nn
 
 from deit.models import create_model
-from deit.train.config import ConfigError, load_config
+from deit.train.components import check_distillation
+from deit.train.config import ConfigError
 from deit.train.loss import DistillationLoss
-from deit.train.runner import check_distillation
+from deit.train.presets import load_config
 
 LOGITS = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3]])
 TEACHER = torch.tensor([[0.2, 3.0, 0.1], [2.0, 1.0, -1.0]])  # argmax 1, 0: disagrees with the labels

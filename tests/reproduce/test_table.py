@@ -76,12 +76,18 @@ def test_paired_deltas_match_seeds_not_positions():
 def test_head_metrics_by_hand():
     import torch
 
-    from deit.reproduce.runs import head_metrics
+    from deit.inference.evaluation import HeadTally, head_metrics
+    from deit.reproduce.runs import head_row
 
     logits = torch.tensor([[0.9, 0.1, 0.0, 0.0, 0.0, 0.0],   # predicts 0, label 0
                            [0.1, 0.9, 0.0, 0.0, 0.0, 0.0],   # predicts 1, label 0 (in the top 5)
                            [0.5, 0.4, 0.0, 0.3, 0.2, 1.0]])  # predicts 5, label 2 (ranked last: not in the top 5)
     labels = torch.tensor([0, 0, 2])
-    m = head_metrics(logits, labels, torch.tensor([0, 1, 1]))
+    def metrics(teacher_pred):
+        tally = HeadTally(("model",), labels=True, teacher=teacher_pred is not None)
+        tally.add({"model": logits}, labels, teacher_pred)
+        return head_row(head_metrics(tally.totals(), "model"))
+
+    m = metrics(torch.tensor([0, 1, 1]))
     assert m == pytest.approx({"top1": 1 / 3, "top5": 2 / 3, "agreement": 2 / 3})
-    assert head_metrics(logits, labels, None)["agreement"] == 1.0
+    assert metrics(None)["agreement"] == 1.0

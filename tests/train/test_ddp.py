@@ -12,9 +12,9 @@ from train_support import REPO, SUBPROCESS_ENV, tiny_overrides
 
 from deit.checkpoints import load_checkpoint
 from deit.data import build_dataset, build_loader
-from deit.train.config import load_config
-from deit.train.distributed import DistEnv
+from deit.runtime.distributed import DistEnv
 from deit.train.engine import evaluate
+from deit.train.presets import load_config
 
 
 @pytest.mark.slow

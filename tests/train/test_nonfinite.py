@@ -10,8 +10,8 @@ from safetensors.torch import load_file
 from torch import nn
 from train_support import tiny_overrides
 
-from deit.train.config import load_config
 from deit.train.engine import NonFiniteLossError
+from deit.train.presets import load_config
 from deit.train.runner import train
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from deit.train.config import ConfigError, list_presets, load_config
+from deit.train.config import ConfigError
+from deit.train.presets import list_presets, load_config
 
 IN1K = [
     "deit-tiny_pt-4xb256_in1k",

@@ -5,7 +5,9 @@
 ``save_checkpoint(model, path)`` writes our self-describing ``.safetensors``; ``export_hf`` writes a
 ``save_pretrained`` directory. Pickles are only opened with ``torch.load(weights_only=True)``.
 
-Only submodules of ``deit.models`` are imported in this package (``deit.models.zoo`` imports from it).
+``create_model(name, pretrained=True | path)`` builds a named model with weights; ``load_model(path, architecture)``
+is the one checkpoint-to-model function every command uses. This package depends on ``deit.models``, never the
+reverse.
 """
 
 from deit.checkpoints.errors import (
@@ -16,20 +18,14 @@ from deit.checkpoints.errors import (
     UnknownLayoutError,
     UnsafeCheckpointError,
 )
+from deit.checkpoints.factory import create_model, load_model
 from deit.checkpoints.hf import export_hf
-from deit.checkpoints.infer import infer_architecture, infer_vit_config
+from deit.checkpoints.infer import infer_architecture
 from deit.checkpoints.layouts import SUPPORTED_LAYOUTS, detect_layout, from_canonical_hf, to_canonical
-from deit.checkpoints.loading import (
-    CheckpointInfo,
-    LoadReport,
-    load_checkpoint,
-    load_checkpoint_with_report,
-    load_state_dict_strict,
-    read_checkpoint,
-    save_checkpoint,
-    save_official,
-)
+from deit.checkpoints.loading import LoadReport, load_checkpoint, load_checkpoint_with_report, load_state_dict_strict
 from deit.checkpoints.pretrained import fetch_release, load_pretrained_weights
+from deit.checkpoints.reading import CheckpointInfo, read_checkpoint
+from deit.checkpoints.saving import save_checkpoint, save_official
 
 __all__ = [
     "SUPPORTED_LAYOUTS",
@@ -41,14 +37,15 @@ __all__ = [
     "StateDictMismatchError",
     "UnknownLayoutError",
     "UnsafeCheckpointError",
+    "create_model",
     "detect_layout",
     "export_hf",
     "fetch_release",
     "from_canonical_hf",
     "infer_architecture",
-    "infer_vit_config",
     "load_checkpoint",
     "load_checkpoint_with_report",
+    "load_model",
     "load_pretrained_weights",
     "load_state_dict_strict",
     "read_checkpoint",

@@ -16,6 +16,7 @@ from torch import nn
 from deit.checkpoints.errors import CheckpointError
 from deit.checkpoints.io import read_file, write_safetensors
 from deit.checkpoints.layouts import from_canonical_hf
+from deit.checkpoints.saving import unwrap_model
 from deit.models.preprocessing import Preprocessing
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -132,66 +133,37 @@ def preprocessing_from_hf(pp: dict, img_size: int) -> tuple[Preprocessing, list[
 
 
 # ---------------------------------------------------------------------------------------------------- export
-def export_hf(
-    model: nn.Module, directory: str | os.PathLike, layout: str = "v5", *, hf_class: str | None = None
-) -> Path:
-    """Write ``model`` as an HF transformers ``save_pretrained`` directory: config.json, model.safetensors and
-    preprocessor_config.json.
+_HF_CLASSES = {  # class: (key prefix, heads, needs a distilled model)
+    "DeiTForImageClassificationWithTeacher": ("deit", "teacher", True),
+    "DeiTForImageClassification": ("deit", "single", True),
+    "DeiTModel": ("", "none", True),
+    "ViTForImageClassification": ("vit", "single", False),
+    "ViTModel": ("", "none", False),
+}
 
-    A distilled model becomes ``DeiTForImageClassificationWithTeacher`` (logits = average of the heads), or
-    ``DeiTForImageClassification`` when its head_mode is 'cls'; a non-distilled one ``ViTForImageClassification``.
-    ``layout`` picks the tensor names: "v5" (transformers 5.x) or "legacy" (transformers <= 4.x); transformers 5
-    reads both. ``hf_class`` forces the class (one of those three, or DeiTModel / ViTModel for no head).
-    """
-    from deit.checkpoints.loading import unwrap_model
 
-    model = unwrap_model(model)
-    cfg = getattr(model, "config", None)
-    if cfg is None or not hasattr(cfg, "embed_dim") or not hasattr(cfg, "distilled"):
-        raise ValueError(f"export_hf needs a DeiT VisionTransformer, got {type(model).__name__}")
-    if layout not in ("v5", "legacy"):
-        raise ValueError(f"layout must be 'v5' (transformers 5.x names) or 'legacy' (<= 4.x), got {layout!r}")
-    head_mode = getattr(model, "head_mode", "avg")
-    if hf_class is None:
-        if cfg.num_classes == 0:
-            hf_class = "DeiTModel" if cfg.distilled else "ViTModel"
-        elif not cfg.distilled:
-            hf_class = "ViTForImageClassification"
-        elif head_mode == "cls":
-            hf_class = "DeiTForImageClassification"
-        else:
-            if head_mode == "dist":
-                import warnings
+def _hf_class_for(cfg, head_mode: str) -> str:
+    """The transformers class that computes what our model computes."""
+    if cfg.num_classes == 0:
+        return "DeiTModel" if cfg.distilled else "ViTModel"
+    if not cfg.distilled:
+        return "ViTForImageClassification"
+    if head_mode == "cls":
+        return "DeiTForImageClassification"
+    if head_mode == "dist":
+        import warnings
 
-                warnings.warn(
-                    "HF has no class that predicts from the distillation head alone: exported as "
-                    "DeiTForImageClassificationWithTeacher, whose logits average both heads",
-                    stacklevel=2,
-                )
-            hf_class = "DeiTForImageClassificationWithTeacher"
-    spec = {
-        "DeiTForImageClassificationWithTeacher": ("deit", "teacher", True),
-        "DeiTForImageClassification": ("deit", "single", True),
-        "DeiTModel": ("", "none", True),
-        "ViTForImageClassification": ("vit", "single", False),
-        "ViTModel": ("", "none", False),
-    }
-    if hf_class not in spec:
-        raise ValueError(f"hf_class must be one of {sorted(spec)}, got {hf_class!r}")
-    prefix, heads, needs_dist = spec[hf_class]
-    if needs_dist != cfg.distilled:
-        kind = "distilled" if cfg.distilled else "non-distilled"
-        raise ValueError(f"{hf_class} does not fit a {kind} model")
-    if cfg.mlp_ratio * cfg.embed_dim != int(cfg.mlp_ratio * cfg.embed_dim):
-        raise ValueError(f"mlp_ratio {cfg.mlp_ratio} gives a fractional intermediate size")
-    tensors = from_canonical_hf(model.state_dict(), layout=layout, prefix=prefix, heads=heads)
+        warnings.warn(
+            "HF has no class that predicts from the distillation head alone: exported as "
+            "DeiTForImageClassificationWithTeacher, whose logits average both heads",
+            stacklevel=3,
+        )
+    return "DeiTForImageClassificationWithTeacher"
 
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    names = list(getattr(model, "class_names", None) or [])
-    if len(names) != cfg.num_classes:
-        names = [f"LABEL_{i}" for i in range(cfg.num_classes)]
-    config = {
+
+def _hf_config(cfg, hf_class: str, class_names: list[str]) -> dict:
+    names = class_names if len(class_names) == cfg.num_classes else [f"LABEL_{i}" for i in range(cfg.num_classes)]
+    return {
         "architectures": [hf_class],
         "model_type": "deit" if cfg.distilled else "vit",
         "hidden_size": cfg.embed_dim,
@@ -212,9 +184,10 @@ def export_hf(
         "label2id": {n: i for i, n in enumerate(names)},
         "dtype": "float32",
     }
-    (d / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    pre = getattr(model, "preprocessing", None) or Preprocessing(input_size=cfg.img_size)
-    processor = {
+
+
+def _hf_processor(pre: Preprocessing) -> dict:
+    return {
         "image_processor_type": "DeiTImageProcessor",
         "do_resize": True,
         "size": {"shortest_edge": pre.resize_size},
@@ -227,7 +200,42 @@ def export_hf(
         "image_mean": list(pre.mean),
         "image_std": list(pre.std),
     }
-    (d / "preprocessor_config.json").write_text(json.dumps(processor, indent=2) + "\n")
+
+
+def export_hf(
+    model: nn.Module, directory: str | os.PathLike, layout: str = "v5", *, hf_class: str | None = None
+) -> Path:
+    """Write ``model`` as an HF transformers ``save_pretrained`` directory: config.json, model.safetensors and
+    preprocessor_config.json.
+
+    A distilled model becomes ``DeiTForImageClassificationWithTeacher`` (logits = average of the heads), or
+    ``DeiTForImageClassification`` when its head_mode is 'cls'; a non-distilled one ``ViTForImageClassification``.
+    ``layout`` picks the tensor names: "v5" (transformers 5.x) or "legacy" (transformers <= 4.x); transformers 5
+    reads both. ``hf_class`` forces the class (one of those three, or DeiTModel / ViTModel for no head).
+    """
+    model = unwrap_model(model)
+    cfg = getattr(model, "config", None)
+    if cfg is None or not hasattr(cfg, "embed_dim") or not hasattr(cfg, "distilled"):
+        raise ValueError(f"export_hf needs a DeiT VisionTransformer, got {type(model).__name__}")
+    if layout not in ("v5", "legacy"):
+        raise ValueError(f"layout must be 'v5' (transformers 5.x names) or 'legacy' (<= 4.x), got {layout!r}")
+    hf_class = hf_class or _hf_class_for(cfg, getattr(model, "head_mode", "avg"))
+    if hf_class not in _HF_CLASSES:
+        raise ValueError(f"hf_class must be one of {sorted(_HF_CLASSES)}, got {hf_class!r}")
+    prefix, heads, needs_dist = _HF_CLASSES[hf_class]
+    if needs_dist != cfg.distilled:
+        kind = "distilled" if cfg.distilled else "non-distilled"
+        raise ValueError(f"{hf_class} does not fit a {kind} model")
+    if cfg.mlp_ratio * cfg.embed_dim != int(cfg.mlp_ratio * cfg.embed_dim):
+        raise ValueError(f"mlp_ratio {cfg.mlp_ratio} gives a fractional intermediate size")
+    tensors = from_canonical_hf(model.state_dict(), layout=layout, prefix=prefix, heads=heads)
+
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    config = _hf_config(cfg, hf_class, list(getattr(model, "class_names", None) or []))
+    (d / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    pre = getattr(model, "preprocessing", None) or Preprocessing(input_size=cfg.img_size)
+    (d / "preprocessor_config.json").write_text(json.dumps(_hf_processor(pre), indent=2) + "\n")
     # transformers requires the "format" entry; the others record where the file came from.
     write_safetensors(d / "model.safetensors", tensors, {"format": "pt", "exported_by": "deit"})
     for stale in ("pytorch_model.bin", *INDEX_FILES):

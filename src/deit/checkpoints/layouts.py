@@ -1,7 +1,7 @@
 """Key layouts of DeiT checkpoints in the public ecosystems, detected from the keys, converted to canonical and back.
 
 Canonical = the official / timm names (``blocks.{i}.attn.qkv.weight`` ...), which are also our model's parameter
-names. Supported layouts (see ``../shared/reference/checkpoint-formats.md``):
+names. Supported layouts (their key names are shown in ``tests/checkpoints/test_checkpoint_layouts.py``):
 
 - ``official``: ``{'model': state_dict, ...}`` pickle from the reference training script;
 - ``timm``: the same keys, bare (or under ``state_dict``);

@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from deit.checkpoints.errors import CheckpointError, DownloadError, HashMismatchError
-from deit.checkpoints.loading import load_weights_adapting, read_checkpoint
+from deit.checkpoints.loading import load_weights_adapting
+from deit.checkpoints.reading import read_checkpoint
 from deit.models.registry import ModelEntry
 
 logger = logging.getLogger("deit.checkpoints")

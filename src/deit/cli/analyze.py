@@ -6,13 +6,6 @@ import argparse
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from torch import nn
-    from torch.utils.data import DataLoader
-
-    from deit.data import ImageDataset
 
 DEFAULT_OUTPUT = "runs/analysis"
 
@@ -83,21 +76,11 @@ def _common_args(p: argparse.ArgumentParser, output: str) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
-def _eval_loader(args: argparse.Namespace, model: nn.Module,
-                 dataset: ImageDataset | None = None) -> tuple[DataLoader, ImageDataset]:
-    """The eval-transform loader of ``--data`` for ``model``'s own preprocessing, in data set order."""
-    from deit.cli.eval import data_config
-    from deit.data import build_dataset, build_loader
+def _eval_loader(args: argparse.Namespace, model, dataset=None):
+    from deit.inference.evaluation import eval_loader
 
-    pre = model.preprocessing
-    cfg = data_config(args.data, args.batch_size, args.workers, pre.input_size, args.data_overrides)
-    if dataset is None:
-        dataset = build_dataset(cfg, args.split)
-    n_model = getattr(model, "num_classes", None)
-    if n_model is not None and n_model != len(dataset.classes):
-        raise ValueError(f"the checkpoint predicts {n_model} classes but {args.data} has {len(dataset.classes)}")
-    loader = build_loader(cfg, args.split, preprocessing=pre, dataset=dataset, augment=False, distributed=False)
-    return loader, dataset
+    return eval_loader(args.data, model, split=args.split, batch_size=args.batch_size, workers=args.workers,
+                       overrides=args.data_overrides, dataset=dataset)
 
 
 def _output_dir(args: argparse.Namespace) -> Path:
@@ -107,11 +90,11 @@ def _output_dir(args: argparse.Namespace) -> Path:
 
 
 def run_tokens(args: argparse.Namespace) -> int:
-    from deit.cli.predict import load_cli_model
+    from deit.checkpoints import load_model
     from deit.inference.analysis import plot_token_similarity, token_similarity, write_json
-    from deit.train.distributed import resolve_device
+    from deit.runtime.device import resolve_device
 
-    model = load_cli_model(args.checkpoint, args.model)
+    model = load_model(args.checkpoint, args.model)
     loader, _ = _eval_loader(args, model)
     result = token_similarity(model, loader, resolve_device(args.device), max_images=args.max_images)
     out = _output_dir(args)
@@ -130,12 +113,12 @@ def run_tokens(args: argparse.Namespace) -> int:
 def run_attention(args: argparse.Namespace) -> int:
     import torch
 
-    from deit.cli.predict import load_cli_model
+    from deit.checkpoints import load_model
     from deit.inference.analysis import attention_maps, denormalize, plot_attention
     from deit.inference.common import resolve_class_names
     from deit.inference.predictor import Predictor
 
-    predictor = Predictor(load_cli_model(args.checkpoint, args.model), device=args.device)
+    predictor = Predictor(load_model(args.checkpoint, args.model), device=args.device)
     model = predictor.model
     x = predictor.preprocess(args.image).to(predictor.device)  # decoded and preprocessed exactly as for predict
     maps = attention_maps(model, x)
@@ -158,12 +141,12 @@ def run_attention(args: argparse.Namespace) -> int:
 
 
 def run_agreement(args: argparse.Namespace) -> int:
-    from deit.cli.predict import load_cli_model
+    from deit.checkpoints import load_model
     from deit.inference.analysis import agreement, write_json
-    from deit.train.distributed import resolve_device
+    from deit.runtime.device import resolve_device
 
-    student = load_cli_model(args.checkpoint, args.model)
-    teacher = load_cli_model(args.teacher, args.teacher_model)
+    student = load_model(args.checkpoint, args.model)
+    teacher = load_model(args.teacher, args.teacher_model)
     loader, dataset = _eval_loader(args, student)
     teacher_loader = None
     if getattr(teacher, "preprocessing", student.preprocessing) != student.preprocessing:

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from deit.cli import CLIError
-from deit.models.vit import HEAD_MODES
+from deit.models.contract import HEAD_MODES
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
+
+from deit.runtime.precision import AMP_MODES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,87 +26,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--teacher", help="a teacher checkpoint: also report its top-1 and the agreement")
     p.add_argument("--teacher-model", help="registered architecture of the teacher checkpoint, if needed")
     p.add_argument("--device", default="auto")
-    p.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"))
+    p.add_argument("--amp", default="none", choices=AMP_MODES)
     p.add_argument("--set", dest="data_overrides", nargs="*", default=[], metavar="key=value",
                    help="data settings (e.g. img_size=32, val_fraction=0.2)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(func=run)
 
 
-def data_config(spec: str, batch_size: int, workers: int, input_size: int, overrides: list[str]):
-    """A DataConfig for ``--data``: a built-in name, or a path whose kind is recognised."""
-    from deit.data.config import DATASETS, DataConfig
-    from deit.train.config import from_dict, parse_override
-
-    fields: dict = {"batch_size": batch_size, "num_workers": workers, "img_size": input_size}
-    if spec in DATASETS:
-        fields["dataset"] = spec
-    else:
-        path = Path(spec)
-        if not path.exists():
-            raise FileNotFoundError(f"--data {spec}: neither a built-in data set ({', '.join(DATASETS)}) nor a path")
-        name = path.name.lower()
-        if name.startswith("cifar-100"):
-            kind = "cifar100"
-        elif name.startswith("cifar-10"):
-            kind = "cifar10"
-        elif path.suffix.lower() == ".csv" or (path.is_dir() and (path / "train.csv").exists()):
-            kind = "csv"
-        else:
-            kind = "imagefolder"
-        fields.update(dataset=kind, root=str(path))
-    for item in overrides:
-        keys, value = parse_override(item)
-        fields[".".join(keys)] = value
-    return from_dict(DataConfig, fields, prefix="--set ")
-
-
-def load_model(path: str, model_name: str | None):
-    from deit.checkpoints import load_checkpoint
-    from deit.models import create_model
-
-    if model_name:
-        return create_model(model_name, pretrained=path)
-    return load_checkpoint(path)
-
-
 def run(args: argparse.Namespace) -> int:
-    import torch
+    from deit.inference.evaluation import evaluate_checkpoint
+    from deit.runtime.distributed import launched_rank
 
-    from deit.data import build_dataset, build_loader
-    from deit.models import Preprocessing
-    from deit.train.distributed import cleanup, init_distributed
-    from deit.train.engine import evaluate
-    from deit.train.loss import freeze_teacher
-
-    env = init_distributed(args.device)
-    try:
-        model = load_model(args.checkpoint, args.model).to(env.device)
-        pre = getattr(model, "preprocessing", None) or Preprocessing()
-        cfg = data_config(args.data, args.batch_size, args.workers, pre.input_size, args.data_overrides)
-        dataset = build_dataset(cfg, args.split)
-        n_model = getattr(model, "num_classes", None)
-        if n_model is not None and n_model != len(dataset.classes):
-            raise ValueError(f"the checkpoint predicts {n_model} classes but {args.data} has {len(dataset.classes)}")
-        loader = build_loader(cfg, args.split, preprocessing=pre, dataset=dataset, augment=False,
-                              distributed=(env.world_size, env.rank))
-        teacher_fn = None
-        if args.teacher:
-            teacher = freeze_teacher(load_model(args.teacher, args.teacher_model).to(env.device))
-
-            def teacher_fn(x: torch.Tensor) -> torch.Tensor:
-                with torch.no_grad():
-                    return teacher(x).float()
-
-        metrics = evaluate(model, loader, env, teacher_fn, args.amp)
-    finally:
-        cleanup(env)
-    if env.is_main:
-        if args.json:
-            print(json.dumps(metrics, indent=2))
-        else:
-            print(f"{args.checkpoint} on {args.data} ({args.split}, {metrics['num_samples']} images)")
-            for key, value in metrics.items():
-                if key != "num_samples":
-                    print(f"  {key:<14}{value:.4f}")
+    metrics = evaluate_checkpoint(
+        args.checkpoint, args.data, architecture=args.model, split=args.split, batch_size=args.batch_size,
+        workers=args.workers, teacher=args.teacher, teacher_architecture=args.teacher_model, device=args.device,
+        amp=args.amp, overrides=args.data_overrides,
+    )
+    if launched_rank() != 0:
+        return 0
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        print(f"{args.checkpoint} on {args.data} ({args.split}, {metrics['num_samples']} images)")
+        for key, value in metrics.items():
+            if key != "num_samples":
+                print(f"  {key:<14}{value:.4f}")
     return 0

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from deit.models.vit import HEAD_MODES
+from deit.models.contract import HEAD_MODES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,10 +37,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deit.cli.predict import load_cli_model
+    from deit.checkpoints import load_model
     from deit.inference.export import ExportError, export_model
 
-    model = load_cli_model(args.checkpoint, args.model)
+    model = load_model(args.checkpoint, args.model)
     try:
         result = export_model(model, args.output, args.format, head=args.head, img_size=args.img_size,
                               dynamic_batch=args.dynamic_batch, opset=args.opset, batch_size=args.batch_size)

@@ -6,9 +6,7 @@ import argparse
 import json
 import sys
 
-from torch import nn
-
-from deit.models.vit import HEAD_MODES
+from deit.models.contract import HEAD_MODES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,17 +30,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def load_cli_model(path: str, model_name: str | None) -> nn.Module:
-    """A checkpoint as `deit eval` loads it: any layout, or into a named architecture with --model."""
-    from deit.cli.eval import load_model
-
-    return load_model(path, model_name).eval()
-
-
 def run(args: argparse.Namespace) -> int:
+    from deit.checkpoints import load_model
     from deit.inference.predictor import Predictor, format_predictions
 
-    predictor = Predictor(load_cli_model(args.checkpoint, args.model), device=args.device, head=args.head,
+    predictor = Predictor(load_model(args.checkpoint, args.model), device=args.device, head=args.head,
                           batch_size=args.batch_size)
     results = predictor.predict(args.images, top_k=args.top_k)
     if args.json:

@@ -26,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def resolve(args: argparse.Namespace):
-    from deit.train.config import ConfigError, load_config
+    from deit.train.config import ConfigError
+    from deit.train.presets import load_config
 
     overrides = list(args.overrides)
     if args.resume:
@@ -43,7 +44,7 @@ def resolve(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from deit.train.config import dump_config, list_presets
+    from deit.train.presets import dump_config, list_presets
 
     if args.list:
         print("\n".join(list_presets()))
@@ -53,14 +54,13 @@ def run(args: argparse.Namespace) -> int:
         print(dump_config(cfg), end="")
         return 0
     from deit.train.engine import NonFiniteLossError
-    from deit.train.runner import train
+    from deit.train.runner import default_output_dir, train
 
     try:
         train(cfg, resume=bool(args.resume))
     except NonFiniteLossError:
         return EXIT_NON_FINITE  # the runner has printed the step, lr, loss scale and the kept checkpoint
     except KeyboardInterrupt:
-        print("interrupted; continue with `deit train --resume "
-              f"{cfg.output_dir or 'runs/' + cfg.name}`", file=sys.stderr)
+        print(f"interrupted; continue with `deit train --resume {default_output_dir(cfg)}`", file=sys.stderr)
         return 130
     return 0

@@ -25,8 +25,8 @@ import torch
 from PIL import Image
 from torch.nn import functional as F
 
+from deit.data.base import ImageDataset
 from deit.data.config import DataConfig
-from deit.data.datasets import ImageDataset
 from deit.data.images import DataError
 
 DIGITS_TRAIN, DIGITS_VAL = 1200, 597

@@ -8,16 +8,26 @@ images lying outside any class folder (a warning). ``report.ok`` is False when t
 from __future__ import annotations
 
 import os
-import tarfile
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
-from deit.data.config import DataConfig
-from deit.data.datasets import csv_classes, csv_files, imagefolder_layout, read_csv_rows, scan_folder
-from deit.data.images import BadImageError, DataError, decode_image
+import numpy as np
 
-FORMATS: tuple[str, ...] = ("imagefolder", "csv", "cifar10", "cifar100")
+from deit.data.base import split_problems, stratified_split
+from deit.data.config import FILE_DATASETS, DataConfig
+from deit.data.folders import (
+    csv_classes,
+    csv_files,
+    imagefolder_layout,
+    missing_held_out,
+    read_csv_rows,
+    scan_folder,
+    scan_problems,
+    unknown_held_out_classes,
+)
+from deit.data.formats import detect_format
+from deit.data.images import BadImageError, DataError, decode_image
 
 
 @dataclass
@@ -31,6 +41,10 @@ class CheckReport:
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     decoded: bool = False
+    # The split sizes training will use (holding out val_fraction of each class in a one-folder layout).
+    splits: dict[str, int] = field(default_factory=dict)
+    val_fraction: float = 0.1
+    split_seed: int = 0
 
     @property
     def ok(self) -> bool:
@@ -47,6 +61,10 @@ class CheckReport:
             per = sorted(counts.values())
             span = f" (per class: min {per[0]}, max {per[-1]})" if per else ""
             lines.append(f"{split + ':':<9} {n} images{span}")
+        if self.splits:
+            held = f" (val_fraction {self.val_fraction:g} of each class held out)" if "all" in self.counts else ""
+            sizes = ", ".join(f"{k} {v} images" for k, v in self.splits.items())
+            lines.append(f"training will use: {sizes}{held}")
         known = set(self.classes)
         rows = self.classes + sorted({c for counts in self.counts.values() for c in counts} - known)
         show = len(rows) <= 30 if per_class is None else per_class
@@ -69,30 +87,6 @@ class CheckReport:
         return "\n".join(lines)
 
 
-def detect_format(path: str) -> str:
-    if os.path.isfile(path):
-        if path.lower().endswith(".csv"):
-            return "csv"
-        if tarfile.is_tarfile(path):
-            with tarfile.open(path) as tar:
-                names = tar.getnames()
-            if any("cifar-10-batches-py" in n for n in names):
-                return "cifar10"
-            if any("cifar-100-python" in n for n in names):
-                return "cifar100"
-        raise DataError(f"{path}: cannot tell the format of this file; give --format")
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"{path} does not exist")
-    entries = set(os.listdir(path))
-    if "train.csv" in entries:
-        return "csv"
-    if "cifar-10-batches-py" in entries or "batches.meta" in entries:
-        return "cifar10"
-    if "cifar-100-python" in entries or {"meta", "train", "test"} <= entries:
-        return "cifar100"
-    return "imagefolder"
-
-
 def _decode_errors(files: list[str], workers: int) -> list[str]:
     def one(path: str) -> str | None:
         try:
@@ -107,35 +101,52 @@ def _decode_errors(files: list[str], workers: int) -> list[str]:
 
 def _check_imagefolder(r: CheckReport, path: str) -> list[str]:
     layout = imagefolder_layout(path)
-    if layout is None:
-        r.layout = "one folder of class folders; split by val_fraction at training time"
-        scans = {"all": scan_folder(path)}
-    else:
-        r.layout = "train/ and val/"
-        scans = {"train": scan_folder(layout["train"])}
-        if os.path.isdir(layout["val"]):
-            scans["val"] = scan_folder(layout["val"])
-        else:
-            r.problems.append(f"{path} has train/ but no val/ folder")
-    for split, s in scans.items():
-        if not s.classes:
-            r.problems.append(f"{s.root}: no class folders (expected {s.root}/CLASS/*.jpg)")
-        for c in s.empty_classes:
-            r.problems.append(f"empty class folder: {os.path.join(s.root, c)}")
+    r.layout = layout.describe()
+    train = scan_folder(layout.train)
+    scans = {"all" if layout.split_by_fraction else "train": train}
+    if layout.held_out is not None:
+        scans[layout.held_out_name] = scan_folder(layout.held_out)
+    elif not layout.split_by_fraction:
+        r.problems.append(missing_held_out(layout))
+    if layout.note:
+        r.warnings.append(layout.note)
+    for s in scans.values():
+        r.problems.extend(scan_problems(s))
         if s.loose_files:
             r.warnings.append(f"{len(s.loose_files)} image(s) directly in {s.root}, outside any class folder, "
                               "are ignored")
+    for split, s in scans.items():
         r.counts[split] = {c: len(s.files[c]) for c in s.classes}
-    first = next(iter(scans.values()))
-    r.classes = list(first.classes)
-    if "val" in scans:
-        val_only = [c for c in scans["val"].classes if c not in set(first.classes)]
-        if val_only:
-            r.problems.append(f"val class(es) missing from train: {val_only}")
-        train_only = [c for c in first.classes if c not in set(scans["val"].classes)]
+    r.classes = list(train.classes)
+    if layout.held_out is not None:
+        held_out = scans[layout.held_out_name]
+        r.problems.extend(unknown_held_out_classes(train, held_out, layout.held_out_name))
+        train_only = [c for c in train.classes if c not in set(held_out.classes)]
         if train_only:
-            r.warnings.append(f"train class(es) with no val folder: {train_only}")
-    return [f for s in scans.values() for c in s.classes for f in s.files[c]]
+            r.warnings.append(f"train class(es) with no {layout.held_out_name} folder: {train_only}")
+        r.splits = {"train": len(_files(train)), "val": len(_files(held_out))}
+    elif layout.split_by_fraction and train.classes:
+        targets = [i for i, c in enumerate(train.classes) for _ in train.files[c]]
+        _fraction_splits(r, targets, path)
+    return [f for s in scans.values() for f in _files(s)]
+
+
+def _files(scan) -> list[str]:
+    return [f for c in scan.classes for f in scan.files[c]]
+
+
+def _fraction_splits(r: CheckReport, targets: list[int], source: str) -> None:
+    """The sizes training will use when it holds out ``val_fraction`` of each class, and empty-split problems."""
+    if not targets:
+        return
+    train_idx, val_idx = stratified_split(targets, r.val_fraction, r.split_seed)
+    r.splits = {"train": len(train_idx), "val": len(val_idx)}
+    r.problems.extend(split_problems(targets, r.classes, r.val_fraction, r.split_seed, source).values())
+    kept = np.bincount(np.asarray(targets)[train_idx], minlength=len(r.classes)) if train_idx else None
+    no_train = [c for i, c in enumerate(r.classes) if kept is not None and kept[i] == 0 and i in set(targets)]
+    if no_train and val_idx:
+        r.warnings.append(f"class(es) {no_train[:10]} keep no training image after holding out "
+                          f"val_fraction={r.val_fraction:g}: add images or lower data.val_fraction")
 
 
 def _check_csv(r: CheckReport, path: str) -> list[str]:
@@ -164,6 +175,10 @@ def _check_csv(r: CheckReport, path: str) -> list[str]:
     empty = [c for c in r.classes if not any(r.counts[s].get(c) for s in r.counts)]
     if empty:
         r.warnings.append(f"integer labels leave class(es) {empty[:20]} with no images")
+    if "all" in splits:
+        _fraction_splits(r, [index[lab] for _, lab in splits["all"]], path)
+    elif "val" in splits:
+        r.splits = {"train": len(splits["train"]), "val": len(splits["val"])}
     return [p for rows in splits.values() for p, _ in rows]
 
 
@@ -175,17 +190,23 @@ def _check_cifar(r: CheckReport, path: str) -> list[str]:
         ds = build_cifar(DataConfig(dataset=r.format, root=path), split)
         r.classes = ds.classes
         r.counts[split] = {ds.classes[k]: v for k, v in sorted(Counter(ds.targets).items())}
+        r.splits[split] = len(ds)
     return []
 
 
-def check_dataset(path: str, fmt: str | None = None, decode: bool = True, workers: int = 8) -> CheckReport:
+def check_dataset(path: str, fmt: str | None = None, decode: bool = True, workers: int = 8,
+                  val_fraction: float = 0.1, split_seed: int = 0) -> CheckReport:
+    """Check the data set at ``path``; ``val_fraction``/``split_seed`` as training will use them (one-folder and
+    one-csv layouts hold that part of each class out for validation)."""
     path = str(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} does not exist")
     fmt = fmt or detect_format(path)
-    if fmt not in FORMATS:
-        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
-    r = CheckReport(path=path, format=fmt)
+    if fmt not in FILE_DATASETS:
+        raise ValueError(f"format must be one of {FILE_DATASETS}, got {fmt!r}")
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"--val-fraction must be in (0, 1), got {val_fraction}")
+    r = CheckReport(path=path, format=fmt, val_fraction=val_fraction, split_seed=split_seed)
     try:
         files = {"imagefolder": _check_imagefolder, "csv": _check_csv}.get(fmt, _check_cifar)(r, path)
     except DataError as exc:

@@ -15,7 +15,7 @@ DATASETS: tuple[str, ...] = ("digits", "imagefolder", "cifar10", "cifar100", "cs
 ERASE_MODES: tuple[str, ...] = ("pixel", "rand", "const")
 BAD_IMAGE_POLICIES: tuple[str, ...] = ("skip", "fail")
 # Datasets read from files under `root`; the others are built in.
-NEEDS_ROOT: tuple[str, ...] = ("imagefolder", "cifar10", "cifar100", "csv")
+FILE_DATASETS: tuple[str, ...] = ("imagefolder", "csv", "cifar10", "cifar100")
 
 
 def _pair(name: str, value: Sequence[float]) -> tuple[float, float]:
@@ -78,7 +78,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
-        if self.dataset in NEEDS_ROOT and not self.root:
+        if self.dataset in FILE_DATASETS and not self.root:
             raise ValueError(f"dataset {self.dataset!r} reads files: give its root (a folder or archive path)")
         if self.root is not None:
             self.root = str(self.root)

@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deit.inference.common import has_dist_head
+from deit.inference.evaluation import HeadTally
+from deit.models.contract import has_two_heads, head_outputs
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -40,7 +41,7 @@ def _require_vit(model: nn.Module, what: str) -> None:
 
 def _require_distilled(model: nn.Module, what: str) -> None:
     _require_vit(model, what)
-    if not has_dist_head(model) or getattr(model, "dist_token", None) is None:
+    if not has_two_heads(model) or getattr(model, "dist_token", None) is None:
         raise ValueError(f"{what} needs a distilled model (one with a distillation token, e.g. "
                          "deit_tiny_distilled_patch16_224 or the student of `deit demo`); this one has only the "
                          "class token")
@@ -102,12 +103,9 @@ def token_similarity(model: nn.Module, data: Iterable, device: str | torch.devic
     for images, _ in _batches(data):
         if max_images is not None:
             images = images[: max_images - n]
-        x = model.embed(images.to(device))
-        per_layer = [F.cosine_similarity(x[:, 0], x[:, 1], dim=-1)]
-        for blk in model.blocks:
-            x = blk(x)
-            per_layer.append(F.cosine_similarity(x[:, 0], x[:, 1], dim=-1))
-        normed = model.norm(x)
+        states = model.forward_intermediates(images.to(device))
+        per_layer = [F.cosine_similarity(x[:, 0], x[:, 1], dim=-1) for x in states]
+        normed = model.norm(states[-1])
         final_sum += F.cosine_similarity(normed[:, 0], normed[:, 1], dim=-1).double().sum().item()
         batch = torch.stack(per_layer).double().sum(dim=1).cpu()  # (L + 1,)
         sums = batch if sums is None else sums + batch
@@ -159,12 +157,8 @@ def plot_token_similarity(result: TokenSimilarity, path: str | os.PathLike, titl
 def attention_probs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     """Softmax attention of every block, each (B, H, N, N); rows are queries and sum to 1."""
     _require_vit(model, "attention maps")
-    x = model.embed(x)
-    probs = []
-    for blk in model.blocks:
-        probs.append(blk.attn.attention_probs(blk.norm1(x)))
-        x = blk(x)
-    return probs
+    states = model.forward_intermediates(x)  # the input of block i is states[i]
+    return [blk.attn.attention_probs(blk.norm1(h)) for blk, h in zip(model.blocks, states, strict=False)]
 
 
 def attention_rollout(probs: list[torch.Tensor]) -> torch.Tensor:
@@ -287,7 +281,7 @@ def agreement(student: nn.Module, teacher: nn.Module, data: Iterable, teacher_da
     _require_distilled(student, "the agreement analysis")
     _check_max_images(max_images)
     student, teacher = student.eval().to(device), teacher.eval().to(device)
-    counts = {k: 0 for k in ("cls", "dist", "avg", "t_cls", "t_dist", "t_avg", "teacher", "cls_dist")}
+    tally = HeadTally(AGREEMENT_ROWS, labels=True, teacher=True)
     n, labelled = 0, True
     teacher_iter = iter(_batches(teacher_data)) if teacher_data is not None else None
     for images, labels in _batches(data):
@@ -298,34 +292,26 @@ def agreement(student: nn.Module, teacher: nn.Module, data: Iterable, teacher_da
             labels = labels[:keep] if labels is not None else None
         if t_images.shape[0] != images.shape[0]:
             raise ValueError("the student's and the teacher's data streams are out of step")
-        cls_logits, dist_logits = student.forward_heads(images.to(device))
+        heads = head_outputs(student, images.to(device))
         t_logits = teacher(t_images.to(device))
-        if t_logits.shape[-1] != cls_logits.shape[-1]:
+        if t_logits.shape[-1] != heads["cls"].shape[-1]:
             raise ValueError(f"the teacher predicts {t_logits.shape[-1]} classes but the student "
-                             f"{cls_logits.shape[-1]}: they must be trained on the same label set")
-        preds = {"cls": cls_logits.argmax(-1), "dist": dist_logits.argmax(-1),
-                 "avg": ((cls_logits + dist_logits) / 2).argmax(-1)}
-        t_pred = t_logits.argmax(-1)
-        for k, p in preds.items():
-            counts[f"t_{k}"] += int((p == t_pred).sum())
-        counts["cls_dist"] += int((preds["cls"] == preds["dist"]).sum())
+                             f"{heads['cls'].shape[-1]}: they must be trained on the same label set")
         if labels is None or labels.ndim != 1:  # no labels, or soft targets: agreement with the teacher only
-            labelled = False
-        else:
-            y = labels.to(device)
-            for k, p in preds.items():
-                counts[k] += int((p == y).sum())
-            counts["teacher"] += int((t_pred == y).sum())
+            labelled, labels = False, None
+        tally.add(heads, labels.to(device) if labels is not None else None, t_logits.argmax(-1))
+        tally.add_count("cls_dist", float((heads["cls"].argmax(-1) == heads["dist"].argmax(-1)).sum()))
         n += images.shape[0]
         if max_images is not None and n >= max_images:
             break
     if not n:
         raise ValueError("the agreement analysis got no images: the data set or split is empty")
+    counts = tally.totals()
     return Agreement(
         num_images=n,
-        teacher_accuracy=counts["teacher"] / n if labelled else None,
-        accuracy={k: (counts[k] / n if labelled else None) for k in AGREEMENT_ROWS},
-        teacher_agreement={k: counts[f"t_{k}"] / n for k in AGREEMENT_ROWS},
+        teacher_accuracy=counts["teacher_top1"] / n if labelled else None,
+        accuracy={k: (counts[f"top1/{k}"] / n if labelled else None) for k in AGREEMENT_ROWS},
+        teacher_agreement={k: counts[f"agreement/{k}"] / n for k in AGREEMENT_ROWS},
         cls_dist_agreement=counts["cls_dist"] / n,
     )
 

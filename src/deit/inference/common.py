@@ -9,7 +9,8 @@ from importlib import resources
 import torch
 from torch import nn
 
-from deit.models.vit import HEAD_MODES
+from deit.checkpoints.factory import load_model
+from deit.models.contract import HEAD_MODES, combine_heads, has_two_heads
 
 IMAGENET_NUM_CLASSES = 1000
 
@@ -37,21 +38,12 @@ def resolve_class_names(model: nn.Module, num_classes: int | None = None) -> lis
     return [f"class_{i}" for i in range(n)]
 
 
-def load_model(checkpoint_or_model: str | os.PathLike | nn.Module) -> nn.Module:
+def as_model(checkpoint_or_model: str | os.PathLike | nn.Module) -> nn.Module:
     """A model in eval mode: an nn.Module as given, or a checkpoint of any supported layout loaded from a path
     (load it yourself with ``deit.checkpoints.load_checkpoint(path, **overrides)`` to change its config)."""
     if isinstance(checkpoint_or_model, nn.Module):
         return checkpoint_or_model.eval()
-    from deit.checkpoints import load_checkpoint
-
-    path = os.fspath(checkpoint_or_model)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"checkpoint {path!r} does not exist")
-    return load_checkpoint(path).eval()
-
-
-def has_dist_head(model: nn.Module) -> bool:
-    return getattr(model, "head_dist", None) is not None
+    return load_model(checkpoint_or_model)
 
 
 def check_head(model: nn.Module, head: str | None) -> None:
@@ -59,7 +51,7 @@ def check_head(model: nn.Module, head: str | None) -> None:
         return
     if head not in HEAD_MODES:
         raise ValueError(f"head {head!r} is not one of {HEAD_MODES}")
-    if head == "dist" and not has_dist_head(model):
+    if head == "dist" and not has_two_heads(model):
         raise ValueError(
             "head 'dist' needs a distilled model (one with a distillation token and head_dist); "
             "this model has only the class head: use --head cls or avg"
@@ -75,17 +67,12 @@ class InferenceHead(nn.Module):
         super().__init__()
         check_head(model, head)
         self.model = model
-        self.head = head if has_dist_head(model) and head is not None else None
+        self.head = head if has_two_heads(model) and head is not None else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.head is None:
             return self.model(x)
-        cls_logits, dist_logits = self.model.forward_heads(x)
-        if self.head == "cls":
-            return cls_logits
-        if self.head == "dist":
-            return dist_logits
-        return (cls_logits + dist_logits) / 2
+        return combine_heads(*self.model.forward_heads(x), self.head)
 
 
 def model_input_size(model: nn.Module) -> int:

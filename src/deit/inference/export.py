@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from deit.inference.common import InferenceHead, has_dist_head, model_input_size, resolve_class_names
+from deit.inference.common import InferenceHead, model_input_size, resolve_class_names
+from deit.models.contract import has_two_heads
 
 FORMATS: tuple[str, ...] = ("onnx", "torchscript")
 PARITY_TOLERANCE = 1e-4
@@ -89,7 +90,7 @@ def prepare_for_export(model: nn.Module, head: str | None, img_size: int | None)
 
 
 def _head_name(model: nn.Module, head: str | None) -> str:
-    if not has_dist_head(model):
+    if not has_two_heads(model):
         return "cls"  # the only head
     return head or getattr(model, "head_mode", "avg")
 

@@ -14,9 +14,9 @@ import torch
 from PIL import Image, ImageOps
 from torch import nn
 
-from deit.inference.common import InferenceHead, load_model, resolve_class_names
+from deit.inference.common import InferenceHead, as_model, resolve_class_names
 from deit.models.preprocessing import Preprocessing
-from deit.train.distributed import resolve_device
+from deit.runtime.device import resolve_device
 
 ImageInput = str | os.PathLike | Image.Image
 
@@ -83,7 +83,7 @@ class Predictor:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.device = resolve_device(str(device))  # "auto": CUDA when available
-        self.model = load_model(checkpoint_or_model)
+        self.model = as_model(checkpoint_or_model)
         self.net = InferenceHead(self.model, head).to(self.device).eval()
         self.head = head
         self.batch_size = batch_size

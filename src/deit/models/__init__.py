@@ -2,18 +2,20 @@
 
 from deit.models import zoo  # noqa: F401  (registers the named models)
 from deit.models.complexity import Complexity, count_params, measure
+from deit.models.contract import HEAD_MODES, Classifier, combine_heads, has_two_heads, head_outputs, training_outputs
 from deit.models.pos_embed import resample_pos_embed
 from deit.models.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from deit.models.registry import FAMILIES, build_model, create_model, get_entry, list_models
 from deit.models.regnet import RegNet, RegNetConfig
 from deit.models.resnet import ResNet, ResNetConfig
-from deit.models.vit import HEAD_MODES, VisionTransformer, ViTConfig
+from deit.models.vit import VisionTransformer, ViTConfig
 
 __all__ = [
     "FAMILIES",
     "HEAD_MODES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "Classifier",
     "Complexity",
     "Preprocessing",
     "RegNet",
@@ -23,10 +25,14 @@ __all__ = [
     "ViTConfig",
     "VisionTransformer",
     "build_model",
+    "combine_heads",
     "count_params",
     "create_model",
     "get_entry",
+    "has_two_heads",
+    "head_outputs",
     "list_models",
     "measure",
     "resample_pos_embed",
+    "training_outputs",
 ]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from deit.models.vit import Attention
+from deit.models.vit_blocks import Attention
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,12 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 INTERPOLATIONS: tuple[str, ...] = ("bicubic", "bilinear", "nearest")
 
 
+def default_crop_pct(input_size: int) -> float:
+    """The paper's eval crop for an input size: resize to size / 0.875 and centre-crop below 384 px (224 -> 256);
+    the 384 px models see the whole image (crop_pct 1.0)."""
+    return 0.875 if input_size < 384 else 1.0
+
+
 @dataclass(frozen=True)
 class Preprocessing:
     """Eval-time input pipeline: resize shorter side to input_size / crop_pct, centre-crop, normalise."""

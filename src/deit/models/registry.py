@@ -1,7 +1,14 @@
-"""Named models: one table from names (and aliases) to an architecture family, its config and preprocessing."""
+"""Named models: one table from names (and aliases) to an architecture family, its config and preprocessing.
+
+The public lookups here are how the rest of the package asks about models: :func:`get_entry` (a name),
+:func:`get_family` (a family name), :func:`family_of` (a config object), :func:`find_entry` (the registered
+model with a given architecture), :func:`families` (every family, for weight-based detection). Building a model
+with weights (``pretrained=``) is ``deit.create_model``: weights are the checkpoints package's business.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
@@ -9,7 +16,7 @@ from typing import Any
 
 from torch import nn
 
-from deit.models.preprocessing import Preprocessing
+from deit.models.preprocessing import Preprocessing, default_crop_pct
 
 
 @dataclass(frozen=True)
@@ -38,6 +45,10 @@ class ModelEntry:
 FAMILIES: dict[str, Family] = {}
 _MODELS: dict[str, ModelEntry] = {}
 _ALIASES: dict[str, str] = {}
+# Config fields that do not describe the architecture: ignored when matching a config to a named model.
+NON_STRUCTURAL: frozenset[str] = frozenset(
+    {"num_classes", "drop_rate", "attn_drop_rate", "drop_path_rate", "head_mode", "dynamic_img_size"}
+)
 
 
 def register_family(family: Family) -> Family:
@@ -55,6 +66,7 @@ def register_model(entry: ModelEntry) -> ModelEntry:
     return entry
 
 
+# ------------------------------------------------------------------------------------------------------ lookups
 def list_models(family: str | None = None) -> list[str]:
     return [n for n, e in _MODELS.items() if family is None or e.family == family]
 
@@ -69,13 +81,55 @@ def get_entry(name: str) -> ModelEntry:
     return _MODELS[canonical]
 
 
+def families() -> list[Family]:
+    """Every registered family, in registration order."""
+    return list(FAMILIES.values())
+
+
+def get_family(name: str) -> Family:
+    if name not in FAMILIES:
+        raise ValueError(f"unknown architecture family {name!r}; known: {sorted(FAMILIES)}")
+    return FAMILIES[name]
+
+
+def family_of(config: Any) -> str:
+    """The name of the family whose config class ``config`` is."""
+    for name, fam in FAMILIES.items():
+        if type(config) is fam.config_cls:
+            return name
+    raise ValueError(
+        f"no registered architecture family has config class {type(config).__name__}; "
+        f"known families: {sorted(FAMILIES)}"
+    )
+
+
+def find_entry(family: str, config: Any) -> ModelEntry | None:
+    """The registered model with this architecture (ignoring class count, dropout and head mode), or None."""
+    if not dataclasses.is_dataclass(config):
+        return None
+    want = {k: v for k, v in dataclasses.asdict(config).items() if k not in NON_STRUCTURAL}
+    for entry in _MODELS.values():
+        if entry.family != family or type(entry.config) is not type(config):
+            continue
+        have = {k: v for k, v in dataclasses.asdict(entry.config).items() if k not in NON_STRUCTURAL}
+        if have == want:
+            return entry
+    return None
+
+
+def default_preprocessing(family: str, config: Any) -> Preprocessing:
+    """The named model's preprocessing for this architecture, else the paper's rule for its input size."""
+    entry = find_entry(family, config)
+    if entry is not None:
+        return entry.preprocessing
+    size = getattr(config, "img_size", 224)
+    return Preprocessing(input_size=size, crop_pct=default_crop_pct(size))
+
+
+# ----------------------------------------------------------------------------------------------------- building
 def build_model(family: str, config: Any, preprocessing: Preprocessing | None = None) -> nn.Module:
-    if family not in FAMILIES:
-        raise ValueError(f"unknown architecture family {family!r}; known: {sorted(FAMILIES)}")
-    fam = FAMILIES[family]
-    if preprocessing is None:
-        preprocessing = Preprocessing(input_size=getattr(config, "img_size", 224))
-    return fam.build(config, preprocessing)
+    fam = get_family(family)
+    return fam.build(config, preprocessing or default_preprocessing(family, config))
 
 
 def apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
@@ -95,37 +149,44 @@ def create_model(
     num_classes: int | None = None,
     img_size: int | None = None,
     drop_path_rate: float | None = None,
-    pretrained: bool | str = False,
     **config_overrides: Any,
 ) -> nn.Module:
-    """Build a named model; ``config_overrides`` set any other field of its config (e.g. ``head_mode``, ``depth``).
-
-    ``pretrained=True`` loads the official release weights (downloaded once into the torch hub cache and checked
-    against their sha256 prefix); a string loads weights from that local file in any supported layout. Weights
-    for another class count or image size are adapted: heads re-initialised, pos_embed resampled.
+    """Build a named architecture with fresh weights; ``config_overrides`` set any other field of its config
+    (e.g. ``head_mode``, ``depth``). For release or local weights use ``deit.create_model(..., pretrained=...)``.
     """
+    if "pretrained" in config_overrides:
+        raise TypeError("deit.models.create_model builds architectures only; load weights with "
+                        "deit.create_model(name, pretrained=True or a path)")
     entry = get_entry(name)
     overrides = dict(config_overrides)
     if drop_path_rate is not None:
         overrides["drop_path_rate"] = drop_path_rate
-    base = apply_overrides(entry.config, overrides)
-    has_img_size = any(f.name == "img_size" for f in fields(base))
-    if pretrained:
-        # Build at the checkpoint's native size and class count, load, then adapt: the same path as fine-tuning.
-        model = build_model(entry.family, base, entry.preprocessing)
-        from deit.checkpoints.pretrained import load_pretrained_weights
-
-        load_pretrained_weights(model, entry, pretrained)
-        if num_classes is not None and num_classes != model.num_classes:
-            model.reset_classifier(num_classes)
-        if img_size is not None and has_img_size and img_size != base.img_size:
-            model.set_img_size(img_size)
-        return model
     final: dict[str, Any] = {}
     if num_classes is not None:
         final["num_classes"] = num_classes
+    has_img_size = any(f.name == "img_size" for f in fields(entry.config))
     if img_size is not None and has_img_size:
         final["img_size"] = img_size
-    config = replace(base, **final)
+    config = replace(apply_overrides(entry.config, overrides), **final)
     size = img_size if img_size is not None else entry.preprocessing.input_size
     return build_model(entry.family, config, replace(entry.preprocessing, input_size=size))
+
+
+__all__ = [
+    "FAMILIES",
+    "NON_STRUCTURAL",
+    "Family",
+    "ModelEntry",
+    "apply_overrides",
+    "build_model",
+    "create_model",
+    "default_preprocessing",
+    "families",
+    "family_of",
+    "find_entry",
+    "get_entry",
+    "get_family",
+    "list_models",
+    "register_family",
+    "register_model",
+]

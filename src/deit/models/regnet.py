@@ -16,7 +16,7 @@ Widths and depths come from the RegNet generator: block ``j`` of ``depth`` gets 
 runs of equal widths are the stages. Each stage's bottleneck width is then made a multiple of its group width.
 RegNetY adds squeeze-excitation whose reduced width is ``round(se_ratio * block input width)``.
 
-Contract (shared by every classifier in ``deit.models``): ``forward_features(x)`` -> last feature map
+The contract (``deit.models.contract``), one head: ``forward_features(x)`` -> last feature map
 (B, C, H/32, W/32); ``forward_head(features)`` -> logits; ``forward(x)`` -> logits, always one tensor.
 """
 
@@ -30,8 +30,9 @@ from itertools import groupby
 import torch
 from torch import nn
 
+from deit.models.contract import Classifier
+from deit.models.layers import DropPath
 from deit.models.preprocessing import Preprocessing
-from deit.models.vit import DropPath
 
 WIDTH_QUANTUM = 8
 
@@ -188,14 +189,11 @@ class ClassifierHead(nn.Module):
         return self.fc(self.drop(x))
 
 
-class RegNet(nn.Module):
+class RegNet(Classifier):
     """RegNet-X/Y classifier. See the module docstring for the key layout and the forward contract."""
 
     def __init__(self, cfg: RegNetConfig, preprocessing: Preprocessing | None = None) -> None:
-        super().__init__()
-        self.config = cfg
-        self.preprocessing = preprocessing or Preprocessing()
-        self.class_names: list[str] | None = None
+        super().__init__(cfg, preprocessing or Preprocessing())
         self.stem = ConvNormAct(cfg.in_chans, cfg.stem_width, 3, stride=2)
         specs = cfg.stages()
         total = sum(s.depth for s in specs)
@@ -226,20 +224,12 @@ class RegNet(nn.Module):
                 # Zero-init the last BN of each residual branch: every block starts as (projected) identity.
                 nn.init.zeros_(m.conv3.bn.weight)
 
-    @property
-    def num_classes(self) -> int:
-        return self.config.num_classes
-
     def reset_classifier(self, num_classes: int) -> None:
         self.head.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
         if num_classes:
             _init_linear(self.head.fc)
         self.config = replace(self.config, num_classes=num_classes)
         self.class_names = None
-
-    def no_weight_decay(self) -> set[str]:
-        """Parameters exempt from weight decay besides biases and norms: none."""
-        return set()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
@@ -249,9 +239,6 @@ class RegNet(nn.Module):
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def _init_linear(m: nn.Linear) -> None:

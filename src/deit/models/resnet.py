@@ -9,7 +9,7 @@ torchvision's (7x7 stride-2 stem and max-pool), whose ImageNet weights load with
     layer{i}.0.downsample.0 / downsample.1      1x1 projection + BN where the shape changes
     fc
 
-Contract (shared by every classifier in ``deit.models``): ``forward_features(x)`` -> last feature map;
+The contract (``deit.models.contract``), one head: ``forward_features(x)`` -> last feature map;
 ``forward_head(features)`` -> logits; ``forward(x)`` -> logits, always one tensor.
 """
 
@@ -20,8 +20,9 @@ from dataclasses import asdict, dataclass, replace
 import torch
 from torch import nn
 
+from deit.models.contract import Classifier
+from deit.models.layers import DropPath
 from deit.models.preprocessing import Preprocessing
-from deit.models.vit import DropPath
 
 STEMS: tuple[str, ...] = ("imagenet", "small")
 
@@ -81,14 +82,11 @@ class BasicBlock(nn.Module):
         return self.relu(self.drop_path(y) + shortcut)
 
 
-class ResNet(nn.Module):
+class ResNet(Classifier):
     """Basic-block ResNet classifier. See the module docstring for the key layout and the forward contract."""
 
     def __init__(self, cfg: ResNetConfig, preprocessing: Preprocessing | None = None) -> None:
-        super().__init__()
-        self.config = cfg
-        self.preprocessing = preprocessing or Preprocessing()
-        self.class_names: list[str] | None = None
+        super().__init__(cfg, preprocessing or Preprocessing())
         stem_width = cfg.widths[0]
         if cfg.stem == "imagenet":
             self.conv1 = nn.Conv2d(cfg.in_chans, stem_width, 7, 2, padding=3, bias=False)
@@ -124,20 +122,12 @@ class ResNet(nn.Module):
                 # Zero-init the last BN of each residual branch: every block starts as (projected) identity.
                 nn.init.zeros_(m.bn2.weight)
 
-    @property
-    def num_classes(self) -> int:
-        return self.config.num_classes
-
     def reset_classifier(self, num_classes: int) -> None:
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
         if num_classes:
             _init_linear(self.fc)
         self.config = replace(self.config, num_classes=num_classes)
         self.class_names = None
-
-    def no_weight_decay(self) -> set[str]:
-        """Parameters exempt from weight decay besides biases and norms: none."""
-        return set()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
@@ -149,9 +139,6 @@ class ResNet(nn.Module):
         if features.ndim == 4:
             features = features.mean((2, 3))
         return self.fc(self.head_drop(features))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def _init_linear(m: nn.Linear) -> None:

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from deit.checkpoints.infer import infer_vit_config
-from deit.models.preprocessing import Preprocessing
+from deit.models.preprocessing import Preprocessing, default_crop_pct
 from deit.models.registry import Family, ModelEntry, register_family, register_model
-from deit.models.vit import VisionTransformer, ViTConfig
+from deit.models.vit import VisionTransformer
+from deit.models.vit_config import DEIT_WIDTHS, ViTConfig, conventional_num_heads, infer_config
 
 OFFICIAL_URL = "https://dl.fbaipublicfiles.com/deit/"
 
-register_family(Family("vit", ViTConfig, lambda cfg, pre: VisionTransformer(cfg, pre), infer_config=infer_vit_config))
+register_family(Family("vit", ViTConfig, lambda cfg, pre: VisionTransformer(cfg, pre), infer_config=infer_config))
 
-_SIZES = {"tiny": (192, 3), "small": (384, 6), "base": (768, 12)}
 _HASHES = {
     "deit_tiny_patch16_224": "a1311bcf",
     "deit_small_patch16_224": "cd65a155",
@@ -35,12 +34,12 @@ _TOP1 = {
 
 
 def _register_deit(size: str, distilled: bool, img_size: int) -> None:
-    dim, heads = _SIZES[size]
+    dim = DEIT_WIDTHS[size]
     name = f"deit_{size}_{'distilled_' if distilled else ''}patch16_{img_size}"
     alias = f"deit-{size}{'-distilled' if distilled else ''}{'-384' if img_size == 384 else ''}"
-    config = ViTConfig(img_size=img_size, embed_dim=dim, depth=12, num_heads=heads, distilled=distilled)
-    # The official 384 px models are evaluated on the full image (crop_pct 1.0).
-    pre = Preprocessing(input_size=img_size, crop_pct=0.875 if img_size == 224 else 1.0)
+    config = ViTConfig(img_size=img_size, embed_dim=dim, depth=12, num_heads=conventional_num_heads(dim),
+                       distilled=distilled)
+    pre = Preprocessing(input_size=img_size, crop_pct=default_crop_pct(img_size))
     register_model(
         ModelEntry(
             name=name,

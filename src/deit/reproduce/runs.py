@@ -18,9 +18,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from deit.reproduce.methods import Method
+from deit.data import build_loader
+from deit.inference.evaluation import evaluate
+from deit.inference.teacher import Teacher
+from deit.models.contract import has_two_heads
+from deit.reproduce.methods import HEADS, Method
 from deit.reproduce.regime import Regime
-from deit.train.config import TrainConfig, load_config
+from deit.runtime.distributed import DistEnv
+from deit.train.config import TrainConfig
+from deit.train.presets import load_config
 
 
 @dataclass
@@ -56,50 +62,28 @@ def method_config(method: Method, regime: Regime, *, seed: int, epochs: int, run
 EVAL_BATCH = 256  # evaluation only: bigger batches, fewer per-batch overheads
 
 
-def head_metrics(logits: torch.Tensor, labels: torch.Tensor, teacher_pred: torch.Tensor | None) -> dict[str, float]:
-    """top1, top5 and agreement (top-1 equal to the teacher's; 1 without a teacher) as fractions in [0, 1]."""
-    k = min(5, logits.shape[1])
-    top = logits.topk(k, dim=1).indices
-    hit = top.eq(labels[:, None])
-    agreement = 1.0 if teacher_pred is None else float((top[:, 0] == teacher_pred).float().mean())
-    return {"top1": float(hit[:, 0].float().mean()), "top5": float(hit.any(dim=1).float().mean()),
-            "agreement": agreement}
-
-
 @torch.no_grad()
 def evaluate_heads(method: Method, cfg: TrainConfig, model: nn.Module, teacher: nn.Module | None
                    ) -> dict[str, dict[str, float]]:
-    """{row name: {top1, top5, agreement}} on the whole validation split, in one pass. A two-token student
+    """{row name: {top1, top5, agreement}} on the whole validation split, in one pass. A two-head student
     reports its class head, distillation head and their average (the model's prediction). The agreement of a
     student is with ``teacher`` (for every student, distilled or not; the teacher's own row has 1)."""
-    from deit.data import build_loader
-
     device = next(model.parameters()).device
     data = dataclasses.replace(cfg.data, batch_size=EVAL_BATCH)
     loader = build_loader(data, "val", preprocessing=model.preprocessing, seed=cfg.seed, distributed=False)
-    was_training = model.training
-    model.eval()
-    if teacher is not None:
-        teacher.to(device).eval()
-    outputs: dict[str, list[torch.Tensor]] = {}
-    labels, teacher_preds = [], []
-    for x, y in loader:
-        x = x.to(device)
-        if method.two_tokens:
-            cls_logits, dist_logits = model.forward_heads(x)
-            heads = {"cls": cls_logits, "dist": dist_logits, "avg": (cls_logits + dist_logits) / 2}
-        else:
-            heads = {"": model(x)}
-        for head, logits in heads.items():
-            outputs.setdefault(head, []).append(logits.float().cpu())
-        labels.append(y)
-        if teacher is not None:
-            teacher_preds.append(teacher(x).argmax(dim=1).cpu())
-    model.train(was_training)
-    target = torch.cat(labels)
-    teacher_pred = torch.cat(teacher_preds) if teacher is not None else None
-    return {(f"{method.name}-{head}" if head else method.name): head_metrics(torch.cat(chunks), target, teacher_pred)
-            for head, chunks in outputs.items()}
+    frozen = Teacher(teacher.to(device)) if teacher is not None else None
+    metrics = evaluate(model, loader, DistEnv(device=device), frozen)
+    if has_two_heads(model):
+        return {f"{method.name}-{head}": head_row(metrics, head) for head in HEADS}
+    return {method.name: head_row(metrics)}
+
+
+def head_row(metrics: dict, head: str | None = None) -> dict[str, float]:
+    """A results.json row's figures from ``evaluate``'s metrics: one head's (None: the model's prediction) top-1,
+    top-5 and agreement with the teacher (1 when there is no teacher: the teacher's own row)."""
+    suffix = f"_{head}" if head else ""
+    return {"top1": metrics[f"top1{suffix}"], "top5": metrics[f"top5{suffix}"],
+            "agreement": metrics.get(f"agreement{suffix}", 1.0)}
 
 
 def train_quietly(cfg: TrainConfig, resume: bool = False):
@@ -147,5 +131,12 @@ def run_method(method: Method, regime: Regime, *, seed: int, epochs: int, run_di
     return RunOutcome(rows, result.model, result.run_dir, seconds, epoch_seconds(result.run_dir))
 
 
-__all__ = ["RunOutcome", "epoch_seconds", "evaluate_heads", "head_metrics", "method_config", "run_method",
-           "train_quietly"]
+__all__ = [
+    "RunOutcome",
+    "epoch_seconds",
+    "evaluate_heads",
+    "head_row",
+    "method_config",
+    "run_method",
+    "train_quietly",
+]

@@ -24,7 +24,7 @@ from deit.reproduce.plan import Cost, Plan, calibrate, fixed_plan, plan_epochs
 from deit.reproduce.regime import DEFAULT_REGIME, Regime
 from deit.reproduce.runs import method_config
 from deit.reproduce.table import aggregate, plot_table, render_markdown, render_text
-from deit.train.checkpointing import atomic_write_text
+from deit.runtime.files import atomic_write_text
 
 
 @dataclass

@@ -3,8 +3,9 @@
 Heavy pieces are imported on first use, so ``import deit.train`` stays light for the CLI.
 """
 
-from deit.train.config import ConfigError, TrainConfig, list_presets, load_config
+from deit.train.config import ConfigError, TrainConfig
 from deit.train.loss import DistillationLoss
+from deit.train.presets import list_presets, load_config
 
 __all__ = ["ConfigError", "DistillationLoss", "TrainConfig", "list_presets", "load_config", "train"]
 

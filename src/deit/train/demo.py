@@ -7,8 +7,8 @@ import shutil
 import time
 from pathlib import Path
 
-from deit.train.checkpointing import atomic_write_text
-from deit.train.config import load_config
+from deit.runtime.files import atomic_write_text
+from deit.train.presets import load_config
 
 TEACHER_PRESET = "digits-convnet-teacher"
 STUDENT_PRESET = "digits-deit-distilled"

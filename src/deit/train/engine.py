@@ -1,4 +1,7 @@
-"""One training epoch and one evaluation pass.
+"""The training loop: ``Trainer.fit`` runs the epochs, one optimizer step at a time, and tells its hooks.
+
+The trainer only schedules and steps: the run's parts (student, teacher source, loss, optimizer, EMA) are given
+to it, and everything around the loop (checkpoints, metrics, progress bars) is a hook (``deit.train.hooks``).
 
 Reproducibility: before every micro-batch the global torch RNG (dropout, stochastic depth) is re-seeded from
 (seed, rank, epoch, batch index), and mixup draws from a generator seeded the same way, so a run resumed at any
@@ -11,15 +14,17 @@ import contextlib
 import hashlib
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from deit.inference.evaluation import evaluate
+from deit.models.contract import training_outputs
+from deit.runtime.distributed import DistEnv, all_reduce_sum
+from deit.runtime.precision import autocast
 from deit.train.checkpointing import rng_states, set_rng_states
-from deit.train.distributed import DistEnv, all_reduce_sum
 from deit.train.ema import ModelEma
 from deit.train.loss import DistillationLoss
 from deit.train.optim import LRSchedule
@@ -45,30 +50,16 @@ def derive_seed(*parts: int | str) -> int:
     return int.from_bytes(digest, "little") & ((1 << 63) - 1)
 
 
-def autocast_context(device: torch.device, amp: str):
-    if amp == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    if amp == "fp16":
-        return torch.autocast(device.type, dtype=torch.float16)
-    return contextlib.nullcontext()
-
-
-def student_outputs(model: nn.Module, x: torch.Tensor):
-    """(cls, dist) logits of a distilled model, else its logits tensor."""
-    if getattr(model, "distilled", False) and hasattr(model, "forward_heads"):
-        return model.forward_heads(x)
-    return model(x)
-
-
 class TrainView(nn.Module):
-    """Routes forward to ``forward_heads`` for distilled models, so DDP wraps the pass that training uses."""
+    """The forward pass training uses (``training_outputs``: both heads of a two-head model), as a module so that
+    DDP wraps exactly that pass."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor):
-        return student_outputs(self.model, x)
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return training_outputs(self.model, x)
 
 
 @dataclass
@@ -100,6 +91,10 @@ class Meter:
     def epoch_loss(self) -> float | None:
         return self.epoch_loss_sum / self.epoch_count if self.epoch_count else None
 
+    @property
+    def images_per_s(self) -> float:
+        return self.images / max(time.perf_counter() - self.started, 1e-9)
+
     def state_dict(self) -> dict:
         return {k: getattr(self, k) for k in ("loss_sum", "count", "epoch_loss_sum", "epoch_count")}
 
@@ -126,13 +121,30 @@ class Progress:
         self.__dict__.update(state)
 
 
+class Hook:
+    """What runs around the loop; every method is optional. ``trainer.progress`` says where training stands."""
+
+    def on_epoch_start(self, trainer: Trainer, num_batches: int) -> None: ...
+
+    def on_batch(self, trainer: Trainer, loss: float) -> None: ...
+
+    def on_step(self, trainer: Trainer, lr: float) -> None: ...
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict) -> None: ...
+
+
+def validates(epoch: int, epochs: int, eval_every: int) -> bool:
+    """Whether the run validates after (1-based) ``epoch``: every ``eval_every``-th one and always the last."""
+    return epoch == epochs or (eval_every > 0 and epoch % eval_every == 0)
+
+
 @dataclass
 class Trainer:
-    """Everything one optimizer step needs."""
+    """Everything one optimizer step needs, and the loop over epochs."""
 
     model: nn.Module  # the raw student (weights, evaluation, checkpoints)
     forward_model: nn.Module  # what the forward pass runs: TrainView(model), maybe wrapped in DDP
-    criterion: DistillationLoss
+    criterion: DistillationLoss  # owns the teacher source (criterion.teacher) when distilling
     optimizer: torch.optim.Optimizer
     schedule: LRSchedule
     env: DistEnv
@@ -177,21 +189,46 @@ class Trainer:
     def loss_scale(self) -> float | None:
         return float(self.scaler.get_scale()) if self.scaler is not None and self.scaler.is_enabled() else None
 
-    def train_one_epoch(
-        self,
-        loader: Iterable,
-        num_batches: int,
-        on_step: Callable[[Trainer, float], None] | None = None,
-        bar=None,
-    ) -> None:
-        """Train from ``progress.batch`` to the end of ``progress.epoch``; ``loader`` yields those batches.
+    # ------------------------------------------------------------------------------------------------ the loop
+    def fit(self, loader, val_loader: Iterable, epochs: int, eval_every: int, hooks: Sequence[Hook] = ()) -> dict:
+        """Train from ``progress`` to the end of epoch ``epochs``, validating as ``eval_every`` says; returns the
+        last validation metrics (empty if this call validated nothing)."""
+        p, last = self.progress, {}
+        num_batches = len(loader)
+        while p.epoch < epochs:
+            if p.batch < num_batches:
+                loader.sampler.set_epoch(p.epoch, start_batch=p.batch)
+                if p.batch == 0:
+                    self.meter.reset_epoch()
+                for hook in hooks:
+                    hook.on_epoch_start(self, num_batches)
+                self.train_one_epoch(loader, num_batches, hooks)
+            metrics = self.validate(val_loader) if validates(p.epoch + 1, epochs, eval_every) else {}
+            p.epoch += 1
+            p.batch = 0
+            last = metrics or last
+            for hook in hooks:
+                hook.on_epoch_end(self, p.epoch, metrics)
+        return last
 
-        ``on_step(trainer, loss)`` runs after each optimizer step (logging, saving the state).
-        """
-        p, env = self.progress, self.env
+    @property
+    def validate_teacher(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """The teacher validation compares with (the distillation teacher), or None."""
+        return self.criterion.teacher if self.criterion.distillation_type != "none" else None
+
+    def validate(self, val_loader: Iterable) -> dict:
+        """The student's metrics on ``val_loader`` (and the EMA's, prefixed ``ema_``)."""
+        metrics = evaluate(self.model, val_loader, self.env, self.validate_teacher, self.amp)
+        if self.ema is not None:
+            ema = evaluate(self.ema.module, val_loader, self.env, None, self.amp)
+            metrics.update({f"ema_{k}": v for k, v in ema.items() if k != "num_samples"})
+        return metrics
+
+    def train_one_epoch(self, loader: Iterable, num_batches: int, hooks: Sequence[Hook] = ()) -> None:
+        """Train from ``progress.batch`` to the end of ``progress.epoch``; ``loader`` yields those batches."""
+        p = self.progress
         self.model.train()
         self.forward_model.train()
-        device = env.device
         for x, y in loader:
             b = p.batch
             group_start = b - b % self.accum_steps
@@ -200,123 +237,64 @@ class Trainer:
             if b == group_start:
                 lr = self.schedule.apply(self.optimizer, p.step)
                 self.optimizer.zero_grad(set_to_none=True)
-            x = x.to(device, non_blocking=True)
-            y = y.to(device, non_blocking=True)
-            torch.manual_seed(derive_seed(self.seed, "step", env.rank, p.epoch, b))
-            if self.mixup is not None:
-                gen = torch.Generator().manual_seed(derive_seed(self.seed, "mixup", env.rank, p.epoch, b))
-                x, y = self.mixup(x, y, gen)
-            sync = last_of_group or not env.distributed
-            ctx = contextlib.nullcontext() if sync else self.forward_model.no_sync()
-            with ctx:
-                teacher_logits = None
-                if self.criterion.distillation_type != "none":
-                    teacher_logits = self.criterion.teacher_logits(x)
-                with autocast_context(device, self.amp):
-                    outputs = self.forward_model(x)
-                    loss = self.criterion(x, outputs, y, teacher_logits=teacher_logits)
-                loss_value = loss.detach().float().item()
-                ok, total = all_reduce_sum([float(math.isfinite(loss_value)), loss_value], env)
-                if ok < env.world_size:
-                    raise NonFiniteLossError(p.step, p.epoch, self.schedule(p.step), loss_value, self.loss_scale)
-                scaled = loss / group_size
-                if self.scaler is not None:
-                    scaled = self.scaler.scale(scaled)
-                scaled.backward()
-            self.meter.add(total / env.world_size, x.shape[0] * env.world_size)
+            loss_value = self._backward(x, y, group_size, sync=last_of_group or not self.env.distributed)
             p.batch += 1
-            if bar is not None:
-                elapsed = max(time.perf_counter() - self.meter.started, 1e-9)
-                bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{self.schedule(p.step):.3g}",
-                                img_s=f"{self.meter.images / elapsed:.0f}", refresh=False)
-                bar.update(1)
-            if not last_of_group:
-                continue
+            for hook in hooks:
+                hook.on_batch(self, loss_value)
+            if last_of_group:
+                self._optimizer_step()
+                for hook in hooks:
+                    hook.on_step(self, lr)
+
+    def _backward(self, x: torch.Tensor, y: torch.Tensor, group_size: int, sync: bool) -> float:
+        """Forward, loss and backward of one micro-batch (gradients accumulate); returns this rank's loss."""
+        p, env = self.progress, self.env
+        x = x.to(env.device, non_blocking=True)
+        y = y.to(env.device, non_blocking=True)
+        torch.manual_seed(derive_seed(self.seed, "step", env.rank, p.epoch, p.batch))
+        if self.mixup is not None:
+            gen = torch.Generator().manual_seed(derive_seed(self.seed, "mixup", env.rank, p.epoch, p.batch))
+            x, y = self.mixup(x, y, gen)
+        with contextlib.nullcontext() if sync else self.forward_model.no_sync():
+            teacher_logits = None
+            if self.criterion.distillation_type != "none":
+                teacher_logits = self.criterion.teacher.logits(x, p.epoch, p.batch)
+            with autocast(env.device, self.amp):
+                outputs = self.forward_model(x)
+                loss = self.criterion(x, outputs, y, teacher_logits=teacher_logits)
+            loss_value = loss.detach().float().item()
+            ok, total = all_reduce_sum([float(math.isfinite(loss_value)), loss_value], env)
+            if ok < env.world_size:
+                raise NonFiniteLossError(p.step, p.epoch, self.schedule(p.step), loss_value, self.loss_scale)
+            scaled = loss / group_size
             if self.scaler is not None:
-                self.scaler.unscale_(self.optimizer)
-            if self.clip_grad is not None:
-                nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad)
-            if self.scaler is not None:
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-            else:
-                self.optimizer.step()
-            if self.ema is not None:
-                self.ema.update(self.model)
-            p.step += 1
-            if on_step is not None:
-                on_step(self, lr)
+                scaled = self.scaler.scale(scaled)
+            scaled.backward()
+        self.meter.add(total / env.world_size, x.shape[0] * env.world_size)
+        return loss_value
 
-
-# ---------------------------------------------------------------------------------------------------- evaluate
-def _topk_correct(logits: torch.Tensor, target: torch.Tensor, ks=(1, 5)) -> list[float]:
-    maxk = min(max(ks), logits.shape[1])
-    pred = logits.topk(maxk, dim=1).indices
-    hit = pred.eq(target[:, None])
-    return [float(hit[:, : min(k, maxk)].any(dim=1).sum()) for k in ks]
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    loader: Iterable,
-    env: DistEnv,
-    teacher_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    amp: str = "none",
-) -> dict:
-    """Loss and top-1/top-5 of every head over the whole loader, summed over ranks (each sample counted once).
-
-    Keys: ``loss``, ``top1``, ``top5`` (the model's prediction: the average of both heads for a distilled model),
-    ``top1_cls``/``top5_cls``/``top1_dist``/``top5_dist`` (distilled models), and with a teacher
-    ``teacher_top1`` and ``agreement`` (fraction of samples where the student's and teacher's top-1 agree).
-    All accuracies are fractions in [0, 1].
-    """
-    was_training = model.training
-    model.eval()
-    device = env.device
-    names = ["n", "loss", "top1", "top5", "top1_cls", "top5_cls", "top1_dist", "top5_dist", "teacher_top1",
-             "agreement"]
-    sums = dict.fromkeys(names, 0.0)
-    distilled = getattr(model, "distilled", False) and hasattr(model, "forward_heads")
-    for x, y in loader:
-        x = x.to(device, non_blocking=True)
-        y = y.to(device, non_blocking=True)
-        with autocast_context(device, amp):
-            out = model.forward_heads(x) if distilled else model(x)
-        if distilled:
-            cls_logits, dist_logits = (o.float() for o in out)
-            logits = (cls_logits + dist_logits) / 2
-            c1, c5 = _topk_correct(cls_logits, y)
-            d1, d5 = _topk_correct(dist_logits, y)
-            sums["top1_cls"] += c1
-            sums["top5_cls"] += c5
-            sums["top1_dist"] += d1
-            sums["top5_dist"] += d5
+    def _optimizer_step(self) -> None:
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        if self.clip_grad is not None:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         else:
-            logits = out.float()
-        a1, a5 = _topk_correct(logits, y)
-        sums["top1"] += a1
-        sums["top5"] += a5
-        sums["loss"] += float(F.cross_entropy(logits, y, reduction="sum"))
-        sums["n"] += x.shape[0]
-        if teacher_fn is not None:
-            t = teacher_fn(x)
-            t_pred = t.argmax(dim=1)
-            sums["teacher_top1"] += float((t_pred == y).sum())
-            sums["agreement"] += float((t_pred == logits.argmax(dim=1)).sum())
-    totals = dict(zip(names, all_reduce_sum([sums[k] for k in names], env), strict=True))
-    model.train(was_training)
-    n = totals.pop("n")
-    if n == 0:
-        raise ValueError("the evaluation loader is empty: the validation split has no images")
-    keep = ["loss", "top1", "top5"]
-    if distilled:
-        keep += ["top1_cls", "top5_cls", "top1_dist", "top5_dist"]
-    if teacher_fn is not None:
-        keep += ["teacher_top1", "agreement"]
-    out = {k: totals[k] / n for k in keep}
-    out["num_samples"] = int(n)
-    return out
+            self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        self.progress.step += 1
 
 
-__all__ = ["Meter", "NonFiniteLossError", "Progress", "TrainView", "Trainer", "derive_seed", "evaluate"]
+__all__ = [
+    "Hook",
+    "Meter",
+    "NonFiniteLossError",
+    "Progress",
+    "TrainView",
+    "Trainer",
+    "derive_seed",
+    "validates",
+]

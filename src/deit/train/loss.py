@@ -17,8 +17,8 @@
   ``(base(cls) + base(dist)) / 2``, so its average-head prediction is meaningful; a model without one uses its
   single output.
 
-The teacher is frozen (``requires_grad=False``), in eval mode, run under ``torch.no_grad``, optionally in its own
-dtype, and it is not a parameter of the student, so no optimizer ever sees it.
+The teacher is a :class:`deit.inference.teacher.Teacher` (a plain module is wrapped, and so frozen, once): it is
+not a parameter of the loss, so no optimizer, state dict or DDP wrapper ever sees it.
 """
 
 from __future__ import annotations
@@ -27,57 +27,60 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from deit.inference.teacher import Teacher, as_teacher
+from deit.train.config import DISTILLATION_TOKENS, DISTILLATION_TYPES, KL_NORMALISATIONS, ConfigError
 
 
-def freeze_teacher(teacher: nn.Module, dtype: str | torch.dtype | None = None) -> nn.Module:
-    """Eval mode, no gradients, optionally cast to ``dtype``."""
-    if isinstance(dtype, str):
-        dtype = _DTYPES[dtype]
-    if dtype is not None:
-        teacher = teacher.to(dtype=dtype)
-    teacher.eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    return teacher
+def check_token(distillation_type: str, token: str, two_heads: bool, student: str = "this model") -> None:
+    """The one check that the distillation token setting fits the student; raises ConfigError naming the fix."""
+    if distillation_type == "none":
+        return
+    if token == "dist" and not two_heads:
+        raise ConfigError(
+            f"distillation.type={distillation_type!r} needs a student with a distillation token, and {student} has "
+            "none (it is not distilled): use a *_distilled_* model (e.g. model.name=deit_tiny_distilled_patch16_224,"
+            " or model.args.distilled=true), set distillation.token=cls (usual distillation into the class token), "
+            "or set distillation.type=none"
+        )
+    if token == "cls" and two_heads:
+        raise ConfigError(
+            f"distillation.token=cls distils into the class token of a student without a distillation token, and "
+            f"{student} has one: set model.args.distilled=false, or distillation.token=dist"
+        )
 
 
 def soft_distillation(student: torch.Tensor, teacher: torch.Tensor, tau: float, normalisation: str = "batchmean"):
     """tau^2 * KL(softmax(teacher/tau) || softmax(student/tau)); see the module docstring for the normalisation."""
+    if normalisation not in KL_NORMALISATIONS:
+        raise ValueError(f"unknown KL normalisation {normalisation!r}; use one of {', '.join(KL_NORMALISATIONS)}")
     kl = F.kl_div(
         F.log_softmax(student.float() / tau, dim=1),
         F.log_softmax(teacher.float() / tau, dim=1),
         reduction="sum",
         log_target=True,
     )
-    if normalisation == "batchmean":
-        denom = student.shape[0]
-    elif normalisation == "batch_classes":
-        denom = student.numel()
-    else:
-        raise ValueError(f"unknown KL normalisation {normalisation!r}; use batchmean or batch_classes")
+    denom = student.shape[0] if normalisation == "batchmean" else student.numel()
     return kl * (tau * tau) / denom
 
 
 class DistillationLoss(nn.Module):
-    """``loss(inputs, outputs, target)`` for any student output: a tensor, or (cls_logits, dist_logits)."""
+    """``loss(inputs, outputs, target)`` for any student output: a tensor, ``(logits,)`` or (cls, dist) logits."""
 
     def __init__(
         self,
         base_criterion: nn.Module,
-        teacher: nn.Module | None = None,
+        teacher: nn.Module | Teacher | None = None,
         distillation_type: str = "none",
         alpha: float = 0.5,
         tau: float = 1.0,
         kl_normalisation: str = "batchmean",
-        teacher_dtype: str | torch.dtype | None = None,
         token: str = "dist",
     ) -> None:
         super().__init__()
-        if distillation_type not in ("none", "soft", "hard"):
-            raise ValueError(f"distillation type {distillation_type!r} is not one of none, soft, hard")
-        if token not in ("dist", "cls"):
-            raise ValueError(f"distillation token {token!r} is not one of dist, cls")
+        if distillation_type not in DISTILLATION_TYPES:
+            raise ValueError(f"distillation type {distillation_type!r} is not one of {', '.join(DISTILLATION_TYPES)}")
+        if token not in DISTILLATION_TOKENS:
+            raise ValueError(f"distillation token {token!r} is not one of {', '.join(DISTILLATION_TOKENS)}")
         if distillation_type != "none" and teacher is None:
             raise ValueError(f"distillation type {distillation_type!r} needs a teacher")
         self.base_criterion = base_criterion
@@ -87,46 +90,27 @@ class DistillationLoss(nn.Module):
         self.kl_normalisation = kl_normalisation
         self.token = token
         # Kept out of the module tree (not a submodule): never in a state dict, an optimizer or a DDP wrapper.
-        self.__dict__["teacher"] = freeze_teacher(teacher, teacher_dtype) if teacher is not None else None
+        self.__dict__["teacher"] = as_teacher(teacher)
 
-    @torch.no_grad()
     def teacher_logits(self, inputs: torch.Tensor) -> torch.Tensor:
-        """The frozen teacher's logits on ``inputs`` (in float32), computed in the teacher's own dtype."""
-        teacher = self.teacher
-        if teacher is None:
+        """The frozen teacher's float32 logits on ``inputs``."""
+        if self.teacher is None:
             raise ValueError("this loss has no teacher")
-        teacher.eval()
-        dtype = next(teacher.parameters()).dtype
-        # The teacher runs in its own dtype, outside any autocast the student uses.
-        with torch.autocast(inputs.device.type, enabled=False):
-            out = teacher(inputs.to(dtype))
-        if isinstance(out, (tuple, list)):
-            out = (out[0] + out[1]) / 2
-        return out.float()
+        return self.teacher(inputs)
 
     def forward(
         self,
         inputs: torch.Tensor,
-        outputs: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
+        outputs: torch.Tensor | tuple[torch.Tensor, ...],
         target: torch.Tensor,
         teacher_logits: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        if isinstance(outputs, torch.Tensor):
-            if self.distillation_type == "none":
-                return self.base_criterion(outputs, target)
-            if self.token != "cls":
-                raise ValueError(
-                    "distillation needs a model with a distillation token (two outputs), got one output; "
-                    "use a *_distilled_* model (e.g. deit_tiny_distilled_patch16_224), distillation.token=cls "
-                    "(usual distillation into the class token), or distillation.type=none"
-                )
-            outputs = (outputs, outputs)  # usual distillation: label and teacher terms on the one output
-        elif self.token == "cls" and self.distillation_type != "none":
-            raise ValueError(
-                "distillation.token=cls is for a model without a distillation token, and this one has one: "
-                "use distillation.token=dist, or a student without it (model.args.distilled=false)"
-            )
-        cls_logits, dist_logits = outputs
+        heads = (outputs,) if isinstance(outputs, torch.Tensor) else tuple(outputs)
+        if len(heads) == 1 and self.distillation_type == "none":
+            return self.base_criterion(heads[0], target)
+        check_token(self.distillation_type, self.token, two_heads=len(heads) == 2)
+        # Usual distillation (token=cls): the label and teacher terms on the one output.
+        cls_logits, dist_logits = heads if len(heads) == 2 else (heads[0], heads[0])
         base = self.base_criterion(cls_logits, target)
         if self.distillation_type == "none":
             return (base + self.base_criterion(dist_logits, target)) / 2
@@ -140,4 +124,4 @@ class DistillationLoss(nn.Module):
         return (1.0 - self.alpha) * base + self.alpha * dist
 
 
-__all__ = ["DistillationLoss", "freeze_teacher", "soft_distillation"]
+__all__ = ["DistillationLoss", "check_token", "soft_distillation"]

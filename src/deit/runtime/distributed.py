@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from deit.runtime.device import resolve_device
+
 
 @dataclass
 class DistEnv:
@@ -31,15 +33,9 @@ class DistEnv:
         return self.world_size > 1
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ValueError(f"device={name!r} but CUDA is not available here; use device=cpu")
-        if name == "cuda":
-            return torch.device("cuda", local_rank)
-    return torch.device(name)
+def launched_rank() -> int:
+    """This process's rank as torchrun set it (0 when not launched by torchrun)."""
+    return int(os.environ.get("RANK", "0"))
 
 
 def init_distributed(device: str = "auto") -> DistEnv:
@@ -112,7 +108,7 @@ __all__ = [
     "broadcast_object",
     "cleanup",
     "init_distributed",
+    "launched_rank",
     "ranks_identical",
-    "resolve_device",
     "weights_digest",
 ]

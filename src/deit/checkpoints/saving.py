@@ -1,0 +1,82 @@
+"""save_checkpoint / save_official: a model out, in our self-describing ``.safetensors`` or the official layout."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from deit.checkpoints import io
+from deit.models.registry import default_preprocessing, family_of, find_entry
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The model inside DistributedDataParallel / DataParallel / torch.compile wrappers."""
+    while True:
+        if hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
+            model = model._orig_mod
+        elif isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        else:
+            return model
+
+
+def checkpoint_metadata(model: nn.Module, extra_metadata: dict[str, Any] | None = None) -> dict[str, str]:
+    model = unwrap_model(model)
+    cfg = getattr(model, "config", None)
+    if cfg is None or not dataclasses.is_dataclass(cfg):
+        raise ValueError(f"{type(model).__name__} has no dataclass .config: save_checkpoint needs a deit model")
+    family = family_of(cfg)
+    pre = getattr(model, "preprocessing", None) or default_preprocessing(family, cfg)
+    entry = find_entry(family, cfg)
+    meta = {
+        io.META_FORMAT: io.FORMAT_NAME,
+        io.META_VERSION: io.FORMAT_VERSION,
+        io.META_FAMILY: family,
+        io.META_ARCH: entry.name if entry else "custom",
+        io.META_CONFIG: json.dumps(dataclasses.asdict(cfg)),
+        io.META_NUM_CLASSES: str(getattr(cfg, "num_classes", "")),
+        io.META_IMG_SIZE: str(getattr(cfg, "img_size", pre.input_size)),
+        io.META_PREPROCESSING: json.dumps(pre.to_dict()),
+    }
+    names = getattr(model, "class_names", None)
+    if names is not None:
+        meta[io.META_CLASS_NAMES] = json.dumps([str(n) for n in names])
+    for k, v in (extra_metadata or {}).items():
+        if k in io.RESERVED_METADATA:
+            raise ValueError(f"extra_metadata key {k!r} is reserved (reserved: {', '.join(io.RESERVED_METADATA)})")
+        meta[str(k)] = io.encode_metadata_value(v)
+    return meta
+
+
+def save_checkpoint(model: nn.Module, path: str | os.PathLike, extra_metadata: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` in our layout: a ``.safetensors`` file whose metadata records the family, the full config
+    (architecture, num_classes, img_size, head mode ...), the preprocessing and the class names, so
+    :func:`load_checkpoint` needs nothing else. ``extra_metadata`` values are stored as strings (JSON if not str).
+    """
+    path = Path(path)
+    if path.suffix in (".pth", ".pt", ".bin", ".ckpt"):
+        raise ValueError(
+            f"save_checkpoint writes safetensors: name the file {path.with_suffix('.safetensors').name}; for an "
+            "official-layout .pth use deit.checkpoints.save_official or `deit convert --to official`"
+        )
+    meta = checkpoint_metadata(model, extra_metadata)
+    io.write_safetensors(path, unwrap_model(model).state_dict(), meta)
+    return path
+
+
+def save_official(model: nn.Module, path: str | os.PathLike) -> Path:
+    """Write ``{'model': state_dict}`` in the official / timm key layout (a plain-tensor pickle)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.detach().cpu().contiguous() for k, v in unwrap_model(model).state_dict().items()}
+    torch.save({"model": sd}, path)
+    return path
+
+
+__all__ = ["checkpoint_metadata", "save_checkpoint", "save_official", "unwrap_model"]

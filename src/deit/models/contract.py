@@ -1,0 +1,130 @@
+"""The contract every classifier in ``deit.models`` keeps, written down once, in code.
+
+    forward_features(x) -> features (tokens after the final norm, or the last feature map)
+    forward_head(features) -> logits (B, num_classes)
+    forward(x) -> logits: always one tensor, whatever ``model.training`` is
+    two_heads -> whether the model has a class head *and* a distillation head (a DeiT with a distillation token);
+                 such a model also has forward_heads(x) -> (cls_logits, dist_logits) and a head_mode that says
+                 what forward returns: "avg" (the paper's inference: the mean of the two heads), "cls" or "dist".
+
+Everything outside the model families asks these questions through the functions below, never by probing
+attributes of its own: whether a model has two heads (:func:`has_two_heads`), what training sees
+(:func:`training_outputs`), every prediction a model can make (:func:`head_outputs`) and how two heads combine
+(:func:`combine_heads`). ``tests/models/test_contract.py`` checks every registered family against it.
+"""
+
+from __future__ import annotations
+
+import typing
+from abc import ABC, abstractmethod
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from deit.models.preprocessing import Preprocessing
+
+HeadMode = Literal["avg", "cls", "dist"]
+HEAD_MODES: tuple[str, ...] = typing.get_args(HeadMode)
+# head_outputs' key for the single prediction of a model with one head.
+SINGLE_HEAD = "model"
+
+
+def combine_heads(cls_logits: torch.Tensor, dist_logits: torch.Tensor, mode: str = "avg") -> torch.Tensor:
+    """The prediction of a two-head model for ``mode``: the class head, the distillation head, or their mean."""
+    if mode == "cls":
+        return cls_logits
+    if mode == "dist":
+        return dist_logits
+    if mode != "avg":
+        raise ValueError(f"head mode {mode!r} is not one of {HEAD_MODES}")
+    return (cls_logits + dist_logits) / 2
+
+
+class Classifier(nn.Module, ABC):
+    """Base class of every model family: the attributes checkpoints and training rely on, and the contract's
+    defaults for a model with one head. Subclasses define ``forward_features`` and ``forward_head``."""
+
+    two_heads: bool = False
+
+    def __init__(self, config: Any, preprocessing: Preprocessing) -> None:
+        super().__init__()
+        self.config = config  # a frozen dataclass: everything needed to rebuild the model
+        self.preprocessing = preprocessing  # travels in every checkpoint we write
+        self.class_names: list[str] | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
+
+    @abstractmethod
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Features of ``x``: tokens after the final norm, or the last feature map."""
+
+    @abstractmethod
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits (B, num_classes) from ``forward_features``' output."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def forward_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise ValueError(
+            f"{type(self).__name__} has one head, no distillation head; use a *_distilled_* model "
+            "(e.g. deit_tiny_distilled_patch16_224) for distillation through the distillation token"
+        )
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameters exempt from weight decay besides biases and norms (the recipe's exemptions)."""
+        return set()
+
+
+def has_two_heads(model: nn.Module) -> bool:
+    """Whether ``model`` has a class head and a distillation head. Any other module (the Python API accepts any
+    images -> logits module) has one head."""
+    return bool(getattr(model, "two_heads", False))
+
+
+def head_mode_of(model: nn.Module) -> str:
+    return getattr(model, "head_mode", "avg") if has_two_heads(model) else "avg"
+
+
+def training_outputs(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """What the training loss sees: ``(cls_logits, dist_logits)`` of a two-head model, else ``(logits,)``."""
+    if has_two_heads(model):
+        return tuple(model.forward_heads(x))
+    return (model(x),)
+
+
+def head_names(model: nn.Module) -> tuple[str, ...]:
+    """The keys of :func:`head_outputs` for ``model``."""
+    return ("cls", "dist", "avg") if has_two_heads(model) else (SINGLE_HEAD,)
+
+
+def head_outputs(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every prediction ``model`` can make on ``x``, as float32 logits: ``{"cls", "dist", "avg"}`` for a two-head
+    model (one forward pass), else ``{"model": logits}``."""
+    if has_two_heads(model):
+        cls_logits, dist_logits = (o.float() for o in model.forward_heads(x))
+        return {"cls": cls_logits, "dist": dist_logits, "avg": combine_heads(cls_logits, dist_logits, "avg")}
+    return {SINGLE_HEAD: model(x).float()}
+
+
+def prediction_key(model: nn.Module) -> str:
+    """The key of :func:`head_outputs` that ``model(x)`` returns."""
+    return head_mode_of(model) if has_two_heads(model) else SINGLE_HEAD
+
+
+__all__ = [
+    "HEAD_MODES",
+    "SINGLE_HEAD",
+    "Classifier",
+    "HeadMode",
+    "combine_heads",
+    "has_two_heads",
+    "head_mode_of",
+    "head_names",
+    "head_outputs",
+    "prediction_key",
+    "training_outputs",
+]

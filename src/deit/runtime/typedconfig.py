@@ -1,0 +1,212 @@
+"""Typed configuration trees: dataclasses built from nested dicts (YAML) and dotted ``key=value`` overrides, with
+every key and value checked.
+
+An unknown or misspelled key is an error naming that key and the nearest valid one; a value of the wrong type is
+an error naming the key and the expected type; a value outside a ``Literal[...]`` field's choices is an error
+listing them. Knows nothing of deit: the training config (``deit.train.config``) and the data settings of the
+command line (``deit.data.formats``) are both read through it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config problem: names the key, what is wrong, and the fix."""
+
+
+def to_dict(obj: Any) -> Any:
+    """A plain dict / list / scalar tree (YAML- and JSON-safe) of a dataclass config."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {str(k): to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _number(value: Any, key: str) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    raise ConfigError(f"{key}={value!r}: expected a number")
+
+
+def _integer(value: Any, key: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise ConfigError(f"{key}={value!r}: expected an integer")
+
+
+def _string(value: Any, key: str) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise ConfigError(f"{key}={value!r}: expected a string")
+
+
+def _boolean(value: Any, key: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise ConfigError(f"{key}={value!r}: expected true or false")
+
+
+_SCALARS = {bool: _boolean, int: _integer, float: _number, str: _string}
+
+
+def _union(value: Any, tp: Any, key: str) -> Any:
+    args = typing.get_args(tp)
+    if value is None and type(None) in args:
+        return None
+    for arg in args:
+        if arg is type(None):
+            continue
+        try:
+            return coerce(value, arg, key)
+        except ConfigError:
+            continue
+    raise ConfigError(f"{key}={value!r}: expected {_type_name(tp)}")
+
+
+def _literal(value: Any, tp: Any, key: str) -> Any:
+    choices = typing.get_args(tp)
+    if value not in choices:
+        raise ConfigError(f"{key}={value!r} is not one of {', '.join(str(c) for c in choices)}")
+    return value
+
+
+def _sequence(value: Any, tp: Any, key: str) -> Any:
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{key}={value!r}: expected a list")
+    (item_tp, *_) = typing.get_args(tp) or (Any,)
+    out = [coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    return tuple(out) if typing.get_origin(tp) is tuple else out
+
+
+def coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check (and gently convert: int -> float, numbers -> str) a YAML value against a field type."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return _union(value, tp, key)
+    if origin is typing.Literal:
+        return _literal(value, tp, key)
+    if origin in (list, tuple):
+        return _sequence(value, tp, key)
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}={value!r}: expected a mapping")
+        return dict(value)
+    if tp in _SCALARS:
+        return _SCALARS[tp](value, key)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping of {tp.__name__} fields, got {value!r}")
+        return from_dict(tp, value, prefix=f"{key}.")
+    return value
+
+
+def unknown_key(key: str, prefix: str, valid: list[str]) -> ConfigError:
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
+    return ConfigError(f"unknown config key '{prefix}{key}'{hint} (valid keys here: {', '.join(valid)})")
+
+
+def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a nested dict, checking every key and value."""
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in dataclasses.fields(cls) if f.init]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in valid:
+            raise unknown_key(str(key), prefix, valid)
+        kwargs[key] = coerce(value, hints[key], f"{prefix}{key}")
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {exc}") from exc
+
+
+def check_keys(cls: type, raw: dict, prefix: str = "") -> None:
+    """Unknown keys at any depth, named with their full dotted path (before any value is converted)."""
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in dataclasses.fields(cls) if f.init]
+    for key, value in raw.items():
+        if key not in valid:
+            raise unknown_key(str(key), prefix, valid)
+        if dataclasses.is_dataclass(hints[key]) and isinstance(value, dict):
+            check_keys(hints[key], value, f"{prefix}{key}.")
+
+
+def deep_merge(base: dict, top: dict) -> dict:
+    """``base`` with ``top``'s keys on top; nested mappings are merged, not replaced."""
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``a.b.c=value`` -> (["a", "b", "c"], value); the value is read as YAML (numbers, bools, null, lists)."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like key=value (e.g. optim.lr=1e-3)")
+    key, _, text = item.partition("=")
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {item!r} has an empty key")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    return key.split("."), value
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Set dotted keys in a raw config dict. Unknown keys are caught by :func:`check_keys` afterwards."""
+    raw = dict(raw)
+    for item in overrides:
+        parts, value = parse_override(item)
+        node = raw
+        for part in parts[:-1]:
+            child = node.get(part)
+            child = dict(child) if isinstance(child, dict) else {}
+            node[part] = child
+            node = child
+        node[parts[-1]] = value
+    return raw
+
+
+__all__ = [
+    "ConfigError",
+    "apply_overrides",
+    "check_keys",
+    "coerce",
+    "deep_merge",
+    "from_dict",
+    "parse_override",
+    "to_dict",
+    "unknown_key",
+]

@@ -1,0 +1,221 @@
+"""Everything a training run is made of, built from its config: data, student, teacher, loss, optimizer, schedule,
+EMA, grad scaler. ``build_components`` is the one place a config becomes objects; the runner then resumes, fits
+and reports.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from deit.checkpoints import create_model, load_model
+from deit.data import ImageDataset, SoftTargetCrossEntropy, build_dataset, build_loader, build_mixup
+from deit.inference.teacher import Teacher
+from deit.models import Preprocessing, get_entry
+from deit.models.contract import has_two_heads
+from deit.runtime.distributed import DistEnv
+from deit.train.config import ConfigError, TrainConfig
+from deit.train.ema import ModelEma
+from deit.train.engine import Trainer, TrainView, derive_seed
+from deit.train.loss import DistillationLoss, check_token
+from deit.train.optim import build_optimizer, build_schedule, scaled_lr
+
+
+@dataclass
+class RunData:
+    train_set: ImageDataset
+    val_set: ImageDataset
+    train_loader: DataLoader
+    val_loader: DataLoader
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.train_set.classes)
+
+
+@dataclass
+class RunComponents:
+    """A run's parts, ready to train: ``trainer`` holds the student, loss (with the teacher) and optimizer."""
+
+    data: RunData
+    model: nn.Module
+    preprocessing: Preprocessing
+    teacher: Teacher | None
+    trainer: Trainer
+    lr: float
+    total_batch: int
+    steps_per_epoch: int
+
+
+# ------------------------------------------------------------------------------------------------- model set-up
+def build_student(cfg: TrainConfig, num_classes: int) -> nn.Module:
+    """The student from ``cfg.model``: a registered name plus overrides, optionally starting from weights."""
+    mc = cfg.model
+    entry = get_entry(mc.name)
+    names = {f.name for f in dataclasses.fields(entry.config)}
+    kwargs = dict(mc.args)
+    if "drop_path_rate" in names:
+        kwargs["drop_path_rate"] = mc.drop_path
+    pretrained: bool | str = False
+    if mc.finetune:
+        if mc.finetune in ("official", entry.name, *entry.aliases):
+            pretrained = True
+        elif Path(mc.finetune).is_file():
+            pretrained = mc.finetune
+        else:
+            raise ConfigError(
+                f"model.finetune={mc.finetune!r} is neither a checkpoint file nor 'official' (the release weights "
+                f"of model.name {mc.name!r}); to start from another model's release weights set model.name to it "
+                "and model.img_size / the class count will be adapted"
+            )
+    model = create_model(mc.name, num_classes=num_classes, img_size=mc.img_size, pretrained=pretrained, **kwargs)
+    pre = getattr(model, "preprocessing", None)
+    if isinstance(pre, Preprocessing) and cfg.model.preprocessing:
+        model.preprocessing = replace(pre, **cfg.model.preprocessing)
+    return model
+
+
+def build_teacher(cfg: TrainConfig) -> nn.Module:
+    """The teacher module of ``cfg.teacher``. Release weights are downloaded once (rank 0 of each node; the other
+    ranks wait for it) and checked against their hash."""
+    tc = cfg.teacher
+    if tc.checkpoint:
+        return load_model(tc.checkpoint, tc.model)
+    return create_model(tc.model, pretrained=True)
+
+
+def output_classes(module: nn.Module, input_size: int, device: torch.device) -> int:
+    """How many classes a module predicts (one forward pass on a dummy image if it does not say)."""
+    n = getattr(module, "num_classes", None)
+    if isinstance(n, int) and n > 0:
+        return n
+    was = module.training
+    module.eval()
+    p = next(module.parameters(), None)
+    dtype = p.dtype if p is not None else torch.float32
+    with torch.no_grad():
+        out = module(torch.zeros(1, 3, input_size, input_size, device=device, dtype=dtype))
+    module.train(was)
+    if isinstance(out, (tuple, list)):
+        out = out[0]
+    return int(out.shape[-1])
+
+
+def check_distillation(cfg: TrainConfig, model: nn.Module, teacher: nn.Module | None, num_classes: int,
+                       input_size: int, device: torch.device) -> None:
+    """The student, teacher and data fit the distillation settings; each mismatch is a ConfigError naming the fix."""
+    kind = cfg.distillation.type
+    if kind == "none":
+        return
+    check_token(kind, cfg.distillation.token, has_two_heads(model), repr(cfg.model.name))
+    if teacher is None:
+        raise ConfigError(
+            f"distillation.type={kind!r} needs a teacher: set teacher.checkpoint=PATH (and teacher.model=NAME for a "
+            "checkpoint in a foreign layout), or pass teacher=MODULE to deit.train.train"
+        )
+    t_classes = output_classes(teacher, input_size, device)
+    if t_classes != num_classes:
+        raise ConfigError(
+            f"the teacher predicts {t_classes} classes but the dataset has {num_classes}: a teacher must be trained "
+            "on the same classes. Fine-tune the teacher on this dataset first (deit train with a convnet, e.g. "
+            "model.name=regnety_008 model.finetune=official), then pass its best.safetensors as teacher.checkpoint"
+        )
+
+
+def check_runtime(cfg: TrainConfig, device: torch.device) -> None:
+    """Settings this machine cannot run (the config itself is valid)."""
+    if cfg.amp == "fp16" and device.type != "cuda":
+        raise ConfigError("amp=fp16 needs a GPU (it relies on a grad scaler); on CPU use amp=bf16 or amp=none")
+    if cfg.teacher.dtype == "float16" and device.type != "cuda" and cfg.distillation.type != "none":
+        raise ConfigError("teacher.dtype=float16 needs a GPU; on CPU use bfloat16 or float32")
+
+
+# ------------------------------------------------------------------------------------------------------- build
+def build_data(cfg: TrainConfig, env: DistEnv, preprocessing: Preprocessing,
+               sets: tuple[ImageDataset, ImageDataset] | None = None) -> RunData:
+    """The train and val data sets (``sets``, if already built) and their loaders for ``preprocessing``."""
+    world = (env.world_size, env.rank)
+    train_set, val_set = sets or (build_dataset(cfg.data, "train"), build_dataset(cfg.data, "val"))
+    train_loader = build_loader(cfg.data, "train", preprocessing=preprocessing, dataset=train_set, seed=cfg.seed,
+                                distributed=world)
+    val_loader = build_loader(cfg.data, "val", preprocessing=preprocessing, dataset=val_set, seed=cfg.seed,
+                              distributed=world)
+    return RunData(train_set, val_set, train_loader, val_loader)
+
+
+def _student(cfg: TrainConfig, num_classes: int, classes: list[str], model: nn.Module | None,
+             device: torch.device) -> tuple[nn.Module, Preprocessing]:
+    # The same seed on every rank: identical initial weights even before DDP broadcasts them.
+    torch.manual_seed(derive_seed(cfg.seed, "init"))
+    if model is None:
+        model = build_student(cfg, num_classes)
+    preprocessing = getattr(model, "preprocessing", None)
+    if not isinstance(preprocessing, Preprocessing):
+        preprocessing = Preprocessing(input_size=cfg.model.img_size or cfg.data.img_size)
+    if hasattr(model, "class_names"):
+        model.class_names = classes
+    return model.to(device), preprocessing
+
+
+def _teacher(cfg: TrainConfig, teacher: nn.Module | None, device: torch.device) -> nn.Module | None:
+    if cfg.distillation.type == "none":
+        return None
+    if teacher is None and (cfg.teacher.model or cfg.teacher.checkpoint):
+        teacher = build_teacher(cfg)
+    return teacher.to(device) if teacher is not None else None
+
+
+def build_components(cfg: TrainConfig, env: DistEnv, model: nn.Module | None = None,
+                     teacher: nn.Module | None = None) -> RunComponents:
+    """Data, student (``model`` replaces the configured one), teacher (``teacher`` likewise: any images -> logits
+    module), loss, optimizer, schedule, EMA and grad scaler of ``cfg``, on ``env``'s device."""
+    device = env.device
+    # The data sets first (a bad split fails before any model is built): the class count sizes the student's head;
+    # the loaders need the student's preprocessing.
+    train_set, val_set = build_dataset(cfg.data, "train"), build_dataset(cfg.data, "val")
+    classes = list(train_set.classes)
+    model, preprocessing = _student(cfg, len(classes), classes, model, device)
+    teacher_module = _teacher(cfg, teacher, device)
+    live = Teacher(teacher_module, cfg.teacher.dtype) if teacher_module is not None else None
+    check_distillation(cfg, model, live.module if live else None, len(classes), preprocessing.input_size, device)
+    data = build_data(cfg, env, preprocessing, (train_set, val_set))
+    mixup = build_mixup(cfg.data, len(classes))
+    base = SoftTargetCrossEntropy() if mixup is not None else nn.CrossEntropyLoss(label_smoothing=cfg.data.smoothing)
+    dc = cfg.distillation
+    criterion = DistillationLoss(base, live, dc.type, dc.alpha, dc.tau, dc.kl_normalisation, token=dc.token)
+
+    lr, total_batch = scaled_lr(cfg.optim, cfg.data.batch_size, env.world_size)
+    steps_per_epoch = math.ceil(len(data.train_loader) / cfg.optim.accum_steps)
+    forward_model: nn.Module = TrainView(model)
+    if env.distributed:
+        forward_model = nn.parallel.DistributedDataParallel(
+            forward_model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    trainer = Trainer(
+        model=model, forward_model=forward_model, criterion=criterion,
+        optimizer=build_optimizer(cfg.optim, model, lr),
+        schedule=build_schedule(cfg.schedule, lr, steps_per_epoch, cfg.epochs), env=env, seed=cfg.seed,
+        amp=cfg.amp, accum_steps=cfg.optim.accum_steps, clip_grad=cfg.optim.clip_grad, mixup=mixup,
+        ema=ModelEma(model, cfg.ema.decay) if cfg.ema.enabled else None,
+        scaler=torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None,
+    )
+    return RunComponents(data, model, preprocessing, live, trainer, lr, total_batch, steps_per_epoch)
+
+
+__all__ = [
+    "RunComponents",
+    "RunData",
+    "build_components",
+    "build_data",
+    "build_student",
+    "build_teacher",
+    "check_distillation",
+    "check_runtime",
+    "output_classes",
+]

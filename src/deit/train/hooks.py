@@ -1,0 +1,126 @@
+"""What runs around the training loop, as ``Trainer.fit`` hooks: the progress bar, the metrics log, checkpoints.
+
+Every hook writes on rank 0 only (``env.is_main``); the other ranks compute and stay silent.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from torch import nn
+
+from deit.checkpoints import save_checkpoint
+from deit.runtime.distributed import DistEnv
+from deit.runtime.files import atomic_path
+from deit.train.checkpointing import RunDir
+from deit.train.engine import Hook, Trainer
+
+HEAD_METRICS = ("top1_cls", "top1_dist", "teacher_top1", "agreement")
+
+
+class ProgressBar(Hook):
+    """A tqdm bar per epoch on rank 0: shown on a terminal, silent when stderr is a file or a pipe."""
+
+    def __init__(self, env: DistEnv, epochs: int) -> None:
+        self.env, self.epochs, self.bar = env, epochs, None
+
+    def on_epoch_start(self, trainer: Trainer, num_batches: int) -> None:
+        if not self.env.is_main:
+            return
+        from tqdm import tqdm
+
+        p = trainer.progress
+        self.bar = tqdm(total=num_batches, initial=p.batch, desc=f"epoch {p.epoch + 1}/{self.epochs}", leave=False,
+                        file=sys.stderr, dynamic_ncols=True, disable=None)
+
+    def on_batch(self, trainer: Trainer, loss: float) -> None:
+        if self.bar is not None:
+            lr = trainer.schedule(trainer.progress.step)
+            self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}", img_s=f"{trainer.meter.images_per_s:.0f}",
+                                 refresh=False)
+            self.bar.update(1)
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class MetricsLog(Hook):
+    """``metrics.jsonl``: a ``step`` record every ``log_every`` optimizer steps and an ``epoch`` record per
+    epoch; one console line per epoch."""
+
+    def __init__(self, run: RunDir, env: DistEnv, epochs: int, log_every: int, eval_every: int,
+                 started: float) -> None:
+        self.run, self.env, self.epochs = run, env, epochs
+        self.log_every, self.eval_every, self.started = log_every, eval_every, started
+
+    def on_step(self, trainer: Trainer, lr: float) -> None:
+        s, m = trainer.progress.step, trainer.meter
+        if not self.log_every or s % self.log_every:
+            return
+        if self.env.is_main and m.count:
+            self.run.log({"kind": "step", "epoch": trainer.progress.epoch, "step": s, "lr": lr,
+                          "loss": m.loss_sum / m.count, "img_per_s": m.images_per_s})
+        m.reset()
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict) -> None:
+        p = trainer.progress
+        record = {"kind": "epoch", "epoch": epoch, "step": p.step, "lr": trainer.schedule(p.step),
+                  "train_loss": trainer.meter.epoch_loss, "seconds": round(time.perf_counter() - self.started, 2),
+                  **metrics}
+        if not self.env.is_main:
+            return
+        self.run.log(record)
+        if metrics:
+            heads = "".join(f" {k} {metrics[k]:.4f}" for k in HEAD_METRICS if k in metrics)
+            print(f"epoch {epoch}/{self.epochs}: val loss {metrics['loss']:.4f} top1 {metrics['top1']:.4f}"
+                  f" top5 {metrics['top5']:.4f}{heads}", flush=True)
+        elif record["train_loss"] is not None:
+            print(f"epoch {epoch}/{self.epochs}: train loss {record['train_loss']:.4f} (validation every "
+                  f"{self.eval_every or self.epochs} epochs)", flush=True)
+
+
+def save_weights(module: nn.Module, path) -> None:
+    """Our checkpoint layout (architecture, preprocessing, class names in the header), written atomically; a
+    module that is not a deit model (Python API) gets a plain safetensors state dict."""
+    from safetensors.torch import save_file
+
+    with atomic_path(path) as tmp:
+        try:
+            save_checkpoint(module, tmp)
+        except ValueError:
+            save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, str(tmp))
+
+
+class Checkpointer(Hook):
+    """The run directory's weights and training state: at every epoch end (``best`` when validation improved),
+    and every ``save_every`` optimizer steps inside an epoch."""
+
+    def __init__(self, run: RunDir, env: DistEnv, config: dict, save_every: int, num_batches: int) -> None:
+        self.run, self.env, self.config = run, env, config
+        self.save_every, self.num_batches = save_every, num_batches
+
+    def save(self, trainer: Trainer, metrics: dict | None = None) -> None:
+        if not self.env.is_main:
+            return
+        p = trainer.progress
+        if metrics and metrics["top1"] > p.best_top1:
+            p.best_top1, p.best_epoch = metrics["top1"], p.epoch
+            save_weights(trainer.model, self.run.best)
+        save_weights(trainer.model, self.run.last)
+        if trainer.ema is not None:
+            save_weights(trainer.ema.module, self.run.ema)
+        self.run.save_state({**trainer.state_dict(), "config": self.config})
+
+    def on_step(self, trainer: Trainer, lr: float) -> None:
+        p = trainer.progress
+        if self.save_every and p.step % self.save_every == 0 and p.batch < self.num_batches:
+            self.save(trainer)
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict) -> None:
+        self.save(trainer, metrics or None)
+
+
+__all__ = ["Checkpointer", "MetricsLog", "ProgressBar", "save_weights"]

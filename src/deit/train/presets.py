@@ -1,0 +1,84 @@
+"""Configs from presets and YAML files: ``load_config(NAME_OR_PATH, ["key=value", ...])`` -> a checked
+:class:`~deit.train.config.TrainConfig`.
+
+A preset is a YAML file shipped in ``deit/configs`` (files starting with ``_`` are shared bases, not presets). A
+YAML file may start from another config with ``base: NAME_OR_PATH`` (or a list of them); its keys then override
+the base's. Dotted overrides (``optim.lr=1e-3``, ``data.root=/data/in1k``) come last, and every key and value is
+checked at load (``deit.runtime.typedconfig``).
+"""
+
+from __future__ import annotations
+
+import difflib
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from deit.runtime.typedconfig import ConfigError, apply_overrides, check_keys, deep_merge, from_dict, to_dict
+from deit.train.config import TrainConfig
+
+
+def list_presets() -> list[str]:
+    root = resources.files("deit") / "configs"
+    # Files starting with "_" are shared bases, not presets.
+    return sorted(p.name[: -len(".yaml")] for p in root.iterdir() if p.name.endswith(".yaml") and p.name[0] != "_")
+
+
+def _read_yaml(name_or_path: str | Path, seen: tuple[str, ...] = ()) -> dict:
+    """The raw dict of a preset name or YAML path, with its ``base`` chain merged in."""
+    key = str(name_or_path)
+    if key in seen:
+        raise ConfigError(f"config base chain loops: {' -> '.join((*seen, key))}")
+    path = Path(key)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {key} does not exist")
+        text = path.read_text()
+    else:
+        res = resources.files("deit") / "configs" / f"{key}.yaml"
+        if not res.is_file():
+            presets = list_presets()
+            close = difflib.get_close_matches(key, presets, n=1, cutoff=0.5)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"unknown config {key!r}{hint} (a YAML path, or a preset: {', '.join(presets)})")
+        text = res.read_text()
+    raw = yaml.safe_load(text) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {key} must be a mapping of keys to values")
+    return _merge_bases(raw, path.parent if path.suffix in (".yaml", ".yml") else None, (*seen, key))
+
+
+def _merge_bases(raw: dict, folder: Path | None, seen: tuple[str, ...] = ()) -> dict:
+    """Resolve ``base: NAME`` or ``base: [NAME, ...]`` (merged in order, then ``raw`` on top)."""
+    raw = dict(raw)
+    bases = raw.pop("base", None)
+    if bases is None:
+        return raw
+    merged: dict = {}
+    for base in bases if isinstance(bases, list) else [bases]:
+        base = str(base)
+        if folder is not None and not Path(base).is_absolute() and (folder / base).exists():
+            base = str(folder / base)
+        merged = deep_merge(merged, _read_yaml(base, seen))
+    return deep_merge(merged, raw)
+
+
+def load_config(config: str | Path | dict | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """A validated :class:`TrainConfig` from a preset name, a YAML path or a dict, plus ``key=value`` overrides."""
+    if config is None:
+        raw: dict = {}
+    elif isinstance(config, dict):
+        raw = _merge_bases(config, None)
+    else:
+        raw = _read_yaml(config)
+    raw = apply_overrides(raw, list(overrides or []))
+    check_keys(TrainConfig, raw)
+    return from_dict(TrainConfig, raw).validate()
+
+
+def dump_config(cfg: TrainConfig) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+__all__ = ["dump_config", "list_presets", "load_config"]

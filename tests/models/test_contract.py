@@ -1,0 +1,108 @@
+"""The model contract (deit.models.contract), checked on every registered family: a new family must be added to
+SMALL below, or this test fails."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from deit.models import FAMILIES, Classifier, Preprocessing, create_model
+from deit.models.contract import (
+    combine_heads,
+    has_two_heads,
+    head_names,
+    head_outputs,
+    prediction_key,
+    training_outputs,
+)
+from deit.models.registry import NON_STRUCTURAL, family_of, find_entry, list_models
+
+# family -> [(registered name, config overrides, input size)]: the smallest instance of each registered variant kind.
+SMALL = {
+    "vit": [
+        ("deit_tiny_patch16_224", {"patch_size": 8, "embed_dim": 64, "depth": 2, "num_heads": 1}, 32),
+        ("deit_tiny_distilled_patch16_224", {"patch_size": 8, "embed_dim": 64, "depth": 2, "num_heads": 1}, 32),
+        ("deit_tiny_distilled_patch16_224",
+         {"patch_size": 8, "embed_dim": 64, "depth": 1, "num_heads": 1, "head_mode": "cls"}, 32),
+    ],
+    "regnet": [("regnety_002", {}, 64)],
+    "resnet": [("resnet_digits", {}, 16), ("resnet18", {"widths": (8, 16, 16, 16)}, 64)],
+}
+CASES = [(family, name, overrides, size) for family, cases in SMALL.items() for name, overrides, size in cases]
+
+
+def test_every_registered_family_is_covered():
+    assert set(FAMILIES) <= set(SMALL), f"add a small instance of {set(FAMILIES) - set(SMALL)} to SMALL"
+    for family in FAMILIES:
+        assert list_models(family), f"family {family} has no registered model"
+
+
+def _build(name, overrides, size, num_classes=5):
+    torch.manual_seed(0)
+    kwargs = {"img_size": size} if "img_size" in {f.name for f in dataclasses.fields(_entry_config(name))} else {}
+    return create_model(name, num_classes=num_classes, **kwargs, **overrides)
+
+
+def _entry_config(name):
+    from deit.models import get_entry
+
+    return get_entry(name).config
+
+
+@pytest.mark.parametrize("family, name, overrides, size", CASES, ids=[f"{c[1]}-{i}" for i, c in enumerate(CASES)])
+def test_contract(family, name, overrides, size):
+    model = _build(name, overrides, size)
+    x = torch.randn(2, 3, size, size)
+    assert isinstance(model, Classifier) and family_of(model.config) == family
+    assert isinstance(model.preprocessing, Preprocessing) and model.class_names is None
+    assert model.num_classes == model.config.num_classes == 5
+
+    # forward: one tensor of logits, in train and in eval mode alike
+    model.train()
+    out_train = model(x)
+    model.eval()
+    with torch.no_grad():
+        out = model(x)
+        assert type(out_train) is type(out) is torch.Tensor and out.shape == out_train.shape == (2, 5)
+        torch.testing.assert_close(model.forward_head(model.forward_features(x)), out)
+        heads = head_outputs(model, x)
+        assert tuple(heads) == head_names(model)
+        torch.testing.assert_close(heads[prediction_key(model)], out)
+        outputs = training_outputs(model, x)
+    assert all(o.shape == (2, 5) for o in outputs)
+    if has_two_heads(model):
+        cls_logits, dist_logits = model.forward_heads(x)
+        torch.testing.assert_close(combine_heads(cls_logits, dist_logits, model.head_mode), out)
+        assert len(outputs) == 2 and set(heads) == {"cls", "dist", "avg"}
+    else:
+        with pytest.raises(ValueError, match="distill"):
+            model.forward_heads(x)
+        assert len(outputs) == 1 and set(heads) == {"model"}
+
+    # weight decay exemptions name real parameters; a new class count re-sizes every head
+    names = {n.split(".")[-1] for n, _ in model.named_parameters()} | {n for n, _ in model.named_parameters()}
+    assert set(model.no_weight_decay()) <= names
+    model.reset_classifier(3)
+    with torch.no_grad():
+        assert model(x).shape == (2, 3) and all(o.shape == (2, 3) for o in training_outputs(model, x))
+
+
+@pytest.mark.parametrize("family, name, overrides, size", CASES, ids=[f"{c[1]}-{i}" for i, c in enumerate(CASES)])
+def test_family_reads_its_config_back_from_the_weights(family, name, overrides, size):
+    model = _build(name, overrides, size)
+    inferred = FAMILIES[family].infer_config(model.state_dict())
+    strip = lambda cfg: {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NON_STRUCTURAL}  # noqa: E731
+    assert type(inferred) is type(model.config) and strip(inferred) == strip(model.config)
+    assert inferred.num_classes == 5
+    if not overrides:
+        assert find_entry(family, model.config).name == name
+
+
+def test_combine_heads_modes():
+    a, b = torch.tensor([[1.0, 3.0]]), torch.tensor([[3.0, 1.0]])
+    assert torch.equal(combine_heads(a, b, "cls"), a) and torch.equal(combine_heads(a, b, "dist"), b)
+    assert torch.equal(combine_heads(a, b), torch.tensor([[2.0, 2.0]]))
+    with pytest.raises(ValueError, match="head mode"):
+        combine_heads(a, b, "max")
