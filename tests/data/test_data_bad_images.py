@@ -15,23 +15,26 @@ def with_bad(tmp_path):
     return root
 
 
-def test_skip_replaces_counts_and_logs(with_bad, pp32, caplog):
-    cfg = DataConfig(dataset="imagefolder", root=str(with_bad), batch_size=2, num_workers=0,
+@pytest.mark.parametrize("workers", [0, 2])
+def test_skip_replaces_counts_and_reports_once(with_bad, pp32, caplog, workers):
+    cfg = DataConfig(dataset="imagefolder", root=str(with_bad), batch_size=2, num_workers=workers,
                      persistent_workers=False, repeated_aug=False)
     ds = build_dataset(cfg, "train")
     assert len(ds) == 14
     bad = [i for i in range(len(ds)) if ds.describe(i).endswith(("broken.jpg", "notes.png"))]
     with caplog.at_level(logging.WARNING, logger="deit.data"):
-        img, label = ds[bad[0]]
+        img, label, errors = ds.fetch(bad[0])
     assert img.size == (40, 30) and label in (0, 1)
-    assert len(ds.bad_files) >= 1 and ("broken.jpg" in caplog.text or "notes.png" in caplog.text)
+    assert len(ds.bad_files) >= 1 and ("broken.jpg" in errors[0] or "notes.png" in errors[0])
+    assert not caplog.text  # no line per file: the training loop reports the epoch's bad images once
     assert ds[bad[0]][1] == label  # the replacement is reproducible
-    # a whole epoch through the loader does not die on the bad files
+    # a whole epoch through the loader does not die on the bad files, and gathers them from every worker
     loader = build_loader(cfg, "train", preprocessing=pp32, dataset=ds)
     loader.sampler.set_epoch(0)
     xs = torch.cat([x for x, _ in loader])
     assert xs.shape[0] == 14 and torch.isfinite(xs).all()
-    assert len(ds.bad_files) == 2
+    assert len(loader.bad_images) == 2
+    assert {e.split(":")[0].rsplit("/", 1)[1] for e in loader.bad_images} == {"broken.jpg", "notes.png"}
 
 
 def test_fail_names_the_file(with_bad):

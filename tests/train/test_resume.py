@@ -100,5 +100,6 @@ def test_resume_of_a_finished_run_changes_nothing(tmp_path):
     assert main(["train", "--resume", str(out)]) == 0
     after = _weights(out / "last.safetensors")
     assert all(torch.equal(before[k], after[k]) for k in before)
-    # Starting again in the same directory without --resume is refused, naming the fix.
-    assert main(["train", "--config", "digits-convnet-teacher", *tiny_overrides(out, extra=("epochs=1",))]) == 2
+    # The same command again (resume=auto) finds the finished run and changes nothing either.
+    assert main(["train", "--config", "digits-convnet-teacher", *tiny_overrides(out, extra=("epochs=1",))]) == 0
+    assert all(torch.equal(before[k], v) for k, v in _weights(out / "last.safetensors").items())

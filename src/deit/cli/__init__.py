@@ -1,10 +1,13 @@
-"""The `deit` command line. Each verb lives in its own module exposing ``register(subparsers)``."""
+"""The `deit` command line. Each verb lives in its own module exposing ``register(subparsers)``; failures are one
+line and an exit code (``deit.cli.errors``)."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+
+from deit.cli.errors import CLIError, Parser, UsageError, debugging, report
 
 # One module per verb (deit.cli.<module>); each adds its parser and a `func(args) -> int` default.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -23,18 +26,16 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
-class CLIError(Exception):
-    """A user error: printed as one clear line, exit code 2, no traceback."""
-
-
 def build_parser() -> argparse.ArgumentParser:
     from deit import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="deit",
-        description="Data-efficient image transformers: train, distil, evaluate, convert and serve DeiT.",
+        description="Data-efficient image transformers: train, distil, evaluate, convert and serve DeiT. Errors "
+        "are one line; --debug (or DEIT_DEBUG=1) also prints the traceback.",
     )
     parser.add_argument("--version", action="version", version=f"deit {__version__}")
+    parser.add_argument("--debug", action="store_true", help="print the traceback of an error, not only its line")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMAND_MODULES:
@@ -43,11 +44,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    debug, argv = debugging(list(sys.argv[1:] if argv is None else argv))
+    command = None
     try:
+        args, unknown = build_parser().parse_known_args(argv)
+        command = args.command
+        if unknown:  # named against the verb, whose --help lists what it takes
+            raise UsageError(f"deit {command}: error: unrecognized arguments: {' '.join(unknown)} "
+                             f"(see `deit {command} --help`)")
         return int(args.func(args) or 0)
-    except (CLIError, ValueError, FileNotFoundError) as exc:
-        # Our validation raises these with a message naming the problem and the fix: show it, not a traceback.
-        print(f"deit {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    except (Exception, KeyboardInterrupt) as exc:  # every failure is one line (and a traceback only on request)
+        return report(exc, command, debug)
+
+
+__all__ = ["COMMAND_MODULES", "CLIError", "build_parser", "main"]

@@ -11,7 +11,7 @@ from deit.benchmark.common import TASKS
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "benchmark",
-        help="inference / training-step / data images/s, ours vs HF transformers (same weights), % of a GEMM",
+        help="inference / training-step / data images/s, ours vs HF transformers (same weights), %% of a GEMM",
         description="Times our models and HF transformers' DeiT/ViT loaded with the same weights (converted by "
         "deit.checkpoints.export_hf) in alternating rounds of one process: median images/s, spread, the ratio "
         "ours/HF (the faster of HF's eager and sdpa attention), achieved FLOP/s as a share of a GEMM timed in the "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from deit.cli import CLIError
+from deit.cli.errors import CLIError
 from deit.models.contract import HEAD_MODES
 
 

@@ -1,12 +1,14 @@
-"""`deit train --config CONFIG [key=value ...]`: train or distil a model; `--resume RUN_DIR` continues a run."""
+"""`deit train --config CONFIG [key=value ...]`: train or distil a model. The same command continues a run that was
+stopped (resume=auto); `--fresh` starts over; `--resume RUN_DIR` continues a run with its own config."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-EXIT_NON_FINITE = 3
+from deit.cli.errors import CLIError
+
+EXIT_NON_FINITE = 3  # a NaN/inf loss stopped the run (the last good checkpoint is kept)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,47 +22,45 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", help="preset name or YAML path")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
     p.add_argument("--dry-run", action="store_true", help="validate and print the resolved config, do not train")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly where it stopped")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly where it stopped, with "
+                   "its own config (the same --config command line does that too: resume=auto)")
+    p.add_argument("--fresh", action="store_true", help="start over even if the output dir holds a run: the old "
+                   "run is moved aside (to OUTPUT_DIR.prev-DATE-TIME), never deleted (= resume=never)")
     p.add_argument("--list", action="store_true", help="list the built-in presets")
     p.set_defaults(func=run)
 
 
-def resolve(args: argparse.Namespace):
-    from deit.train.config import ConfigError
-    from deit.train.presets import load_config
-
-    overrides = list(args.overrides)
-    if args.resume:
-        run_dir = Path(args.resume)
-        saved = run_dir / "config.yaml"
-        if not saved.is_file():
-            raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml); nothing to resume")
-        if args.config:
-            raise ConfigError("--resume reads the run's own config.yaml; drop --config (overrides still apply)")
-        return load_config(saved, [*overrides, f"output_dir={run_dir}"])
-    if not args.config:
-        raise ConfigError("give --config PRESET_OR_YAML (see `deit train --list`), or --resume RUN_DIR")
-    return load_config(args.config, overrides)
-
-
 def run(args: argparse.Namespace) -> int:
-    from deit.train.presets import dump_config, list_presets
+    from deit.train.presets import dump_config, list_presets, load_config, load_run_config
 
     if args.list:
         print("\n".join(list_presets()))
         return 0
-    cfg = resolve(args)
+    if args.resume:
+        if args.config or args.fresh:
+            raise CLIError("--resume RUN_DIR continues that run with its own config.yaml: drop --config and --fresh "
+                           "(key=value overrides still apply)")
+        cfg = load_run_config(args.resume, args.overrides)
+    elif not args.config:
+        raise CLIError("give --config PRESET_OR_YAML (see `deit train --list`), or --resume RUN_DIR")
+    else:
+        cfg = load_config(args.config, [*args.overrides, *(["resume=never"] if args.fresh else [])])
     if args.dry_run:
         print(dump_config(cfg), end="")
         return 0
     from deit.train.engine import NonFiniteLossError
+    from deit.train.preemption import EXIT_PREEMPTED, Preempted
     from deit.train.runner import default_output_dir, train
 
     try:
         train(cfg, resume=bool(args.resume))
     except NonFiniteLossError:
         return EXIT_NON_FINITE  # the runner has printed the step, lr, loss scale and the kept checkpoint
+    except Preempted as exc:
+        print(f"deit train: {exc}", file=sys.stderr, flush=True)
+        return EXIT_PREEMPTED
     except KeyboardInterrupt:
-        print(f"interrupted; continue with `deit train --resume {default_output_dir(cfg)}`", file=sys.stderr)
+        print(f"interrupted: the last saved state is in {default_output_dir(cfg)}; the same command continues from "
+              "it", file=sys.stderr)
         return 130
     return 0

@@ -2,8 +2,8 @@
 bad-image policy, subsets, and the seeded stratified splits every file-based data set uses.
 
 An unreadable image found while loading is replaced by another sample of the same split (``on_bad_image="skip"``:
-counted in ``bad_files`` and reported once per epoch by the training loop) or raises ``BadImageError`` naming the
-file (``"fail"``).
+counted in ``bad_files``; the loader collects them, from every worker, for one summary per epoch) or raises
+``BadImageError`` naming the file (``"fail"``).
 """
 
 from __future__ import annotations
@@ -46,16 +46,25 @@ class ImageDataset(Dataset, ABC):
         return len(self.targets)
 
     def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        img, label, _ = self.fetch(index)
+        return img, label
+
+    def fetch(self, index: int) -> tuple[Image.Image, int, list[str]]:
+        """Sample ``index`` under the bad-image policy, with the errors (naming the files) of the unreadable
+        images replaced on the way; the loader gathers them into one summary per epoch."""
         try:
-            return self.load(index)
+            img, label = self.load(index)
         except BadImageError as exc:
             if self.on_bad_image == "fail":
                 raise
             return self._replace(index, exc)
+        return img, label, []
 
-    def _replace(self, index: int, exc: BadImageError) -> tuple[Image.Image, int]:
+    def _replace(self, index: int, exc: BadImageError) -> tuple[Image.Image, int, list[str]]:
         rng = np.random.default_rng([_REPLACEMENT_STREAM, index])
+        errors = []
         for _ in range(MAX_REPLACEMENT_TRIES):
+            errors.append(str(exc))
             self.bad_files.add(str(exc))
             j = int(rng.integers(len(self)))
             try:
@@ -63,9 +72,8 @@ class ImageDataset(Dataset, ABC):
             except BadImageError as again:
                 exc = again
                 continue
-            log.warning("skipped unreadable image (%s); used sample %d instead. %d bad file(s) seen so far "
-                        "in this process. Run `deit data check` to list them all.", exc, j, len(self.bad_files))
-            return img, label
+            log.debug("replaced unreadable image (%s) by sample %d", exc, j)
+            return img, label, errors
         raise DataError(f"{MAX_REPLACEMENT_TRIES} unreadable images in a row (last: {exc}); "
                         "run `deit data check` on the data set")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from deit.data.config import DataConfig
 from deit.data.datasets import ImageDataset, build_dataset
@@ -20,6 +20,7 @@ from deit.data.images import DataError
 from deit.data.samplers import EpochSampler, EvalSampler, RepeatAugSampler, ShuffleSampler, dist_info
 from deit.data.transforms import Compose, build_transform
 from deit.models.preprocessing import Preprocessing
+from deit.runtime.signals import ignore_stop_signals
 
 
 class TransformedDataset(Dataset):
@@ -40,10 +41,31 @@ class TransformedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.base)
 
-    def __getitem__(self, key: int | tuple[int, tuple[int, int, int]]) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key: int | tuple[int, tuple[int, int, int]]) -> tuple[torch.Tensor, int, tuple[str, ...]]:
+        """(image tensor, label, errors of the unreadable files replaced to get this sample)."""
         index, seed = key if isinstance(key, tuple) else (key, (0, 0, key))
-        img, label = self.base[index]
-        return self.transform(img, np.random.default_rng(seed)), label
+        img, label, bad = self.base.fetch(index)
+        return self.transform(img, np.random.default_rng(seed)), label, tuple(bad)
+
+
+def collate(batch: list[tuple[torch.Tensor, int, tuple[str, ...]]]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    images, labels, bad = zip(*batch, strict=True)
+    return default_collate(list(images)), default_collate(list(labels)), [e for errors in bad for e in errors]
+
+
+class Loader(DataLoader):
+    """A DataLoader of ``(images, labels)`` batches that also collects, from every worker, the unreadable images
+    replaced during the current pass over it (``bad_images``, reset when a new pass starts)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.bad_images: list[str] = []
+
+    def __iter__(self):
+        self.bad_images = []
+        for images, labels, bad in super().__iter__():
+            self.bad_images.extend(bad)
+            yield images, labels
 
 
 def resolve_distributed(distributed) -> tuple[int, int]:
@@ -76,7 +98,7 @@ def build_sampler(cfg: DataConfig, num_items: int, augment: bool, *, seed: int =
 
 def build_loader(cfg: DataConfig, split: str = "train", *, preprocessing: Preprocessing, seed: int = 0,
                  distributed=None, dataset: ImageDataset | None = None, augment: bool | None = None
-                 ) -> DataLoader:
+                 ) -> Loader:
     """A DataLoader of ``(images, labels)`` batches; ``loader.sampler.set_epoch(epoch, start_batch=0)`` each epoch.
 
     ``augment`` (default: split == "train") picks the train transform, the shuffling/repeating sampler and
@@ -87,7 +109,7 @@ def build_loader(cfg: DataConfig, split: str = "train", *, preprocessing: Prepro
     augment = split == "train" if augment is None else augment
     sampler = build_sampler(cfg, len(ds), augment, seed=seed, distributed=distributed)
     workers = cfg.num_workers
-    loader = DataLoader(
+    loader = Loader(
         TransformedDataset(ds, build_transform(cfg, augment, preprocessing)),
         batch_size=cfg.batch_size,
         sampler=sampler,
@@ -96,6 +118,8 @@ def build_loader(cfg: DataConfig, split: str = "train", *, preprocessing: Prepro
         drop_last=augment,
         persistent_workers=cfg.persistent_workers and workers > 0,
         generator=torch.Generator().manual_seed(seed),
+        collate_fn=collate,
+        worker_init_fn=ignore_stop_signals if workers > 0 else None,
     )
     if len(loader) == 0:
         raise DataError(f"the {split} loader has no batches: {len(sampler)} samples per process, fewer than "

@@ -87,13 +87,14 @@ def head_row(metrics: dict, head: str | None = None) -> dict[str, float]:
 
 
 def train_quietly(cfg: TrainConfig, resume: bool = False):
-    """``deit.train.train(cfg)`` with its console output kept in ``RUN_DIR/train.log`` instead of printed."""
+    """``deit.train.train(cfg)`` with its console output kept in ``RUN_DIR/train.log`` instead of printed;
+    ``resume``: a resumed study: the run continues its saved state, if any, appending to the log."""
     from deit.train.runner import train
 
     buf = io.StringIO()
     try:
         with contextlib.redirect_stdout(buf):
-            return train(cfg, resume=resume)
+            return train(cfg, resume="continue" if resume else False)
     finally:
         run_dir = Path(cfg.output_dir)
         if run_dir.is_dir():

@@ -2,6 +2,11 @@
 
 Multi-node runs are torchrun's business (``--nnodes``, ``--rdzv-endpoint``); nothing here reads a ``--local-rank``
 argument. Only rank 0 writes files or prints.
+
+Restarts (``torchrun --max-restarts``): torchrun hands every attempt the same store (its agent's, at the same
+MASTER_PORT), where the ranks of the failed attempt left their addresses; a restarted rank reading them connects to
+a dead peer ("Gloo connectFullMesh failed ... Connection refused"). Each attempt therefore meets under a key prefix
+of its own (``TORCHELASTIC_RESTART_COUNT``), so a restarted group re-forms.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -51,9 +57,19 @@ def init_distributed(device: str = "auto") -> DistEnv:
     initialized_here = False
     if not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+        dist.init_process_group(backend=backend, rank=rank, world_size=world_size, store=_attempt_store(world_size))
         initialized_here = True
     return DistEnv(rank, world_size, local_rank, dev, initialized_here)
+
+
+def _attempt_store(world_size: int) -> dist.Store | None:
+    """Under torchelastic, a client of the agent's store with a prefix for this restart attempt; otherwise None
+    (``init_process_group``'s own env:// rendezvous)."""
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size, is_master=False,
+                          timeout=timedelta(minutes=30))
+    return dist.PrefixStore(f"deit/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
 def cleanup(env: DistEnv) -> None:
@@ -83,6 +99,15 @@ def broadcast_object(obj, env: DistEnv):
     return box[0]
 
 
+def gather_lists(items: list, env: DistEnv) -> list:
+    """Every rank's ``items``, concatenated in rank order (on every rank)."""
+    if not env.distributed:
+        return list(items)
+    gathered: list[list | None] = [None] * env.world_size
+    dist.all_gather_object(gathered, list(items))
+    return [item for part in gathered for item in (part or [])]
+
+
 def weights_digest(model: torch.nn.Module) -> str:
     """sha256 of every tensor of a state dict, in order: equal digests mean bit-identical weights."""
     h = hashlib.sha256()
@@ -107,6 +132,7 @@ __all__ = [
     "barrier",
     "broadcast_object",
     "cleanup",
+    "gather_lists",
     "init_distributed",
     "launched_rank",
     "ranks_identical",

@@ -33,8 +33,19 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "null"}
+
+
 def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+    """How a value of type ``tp`` is written in YAML, for error messages."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(arm) for arm in typing.get_args(tp))
+    if origin is typing.Literal:
+        return " or ".join(str(c) for c in typing.get_args(tp))
+    if origin in (list, tuple):
+        return "a list"
+    return _NAMES.get(tp) or getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
 def _number(value: Any, key: str) -> float:

@@ -9,6 +9,7 @@ from presets and YAML files by ``deit.train.presets``.
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -23,6 +24,7 @@ KlNormalisation = Literal["batchmean", "batch_classes"]
 OptimizerName = Literal["adamw", "sgd"]
 ScheduleName = Literal["cosine", "constant"]
 TeacherDtype = Literal["float32", "bfloat16", "float16"]
+ResumeMode = Literal["auto", "never"]
 DISTILLATION_TYPES: tuple[str, ...] = typing.get_args(DistillationType)
 DISTILLATION_TOKENS: tuple[str, ...] = typing.get_args(DistillationToken)
 KL_NORMALISATIONS: tuple[str, ...] = typing.get_args(KlNormalisation)
@@ -101,6 +103,13 @@ class EmaConfig:
 
 
 @dataclass
+class LoggingConfig:
+    # TensorBoard event files beside metrics.jsonl: "auto" when the tensorboard package is installed
+    # (pip install deit[tensorboard]), true (an error without it) or false.
+    tensorboard: bool | Literal["auto"] = "auto"
+
+
+@dataclass
 class TrainConfig:
     name: str = "custom"
     epochs: int = 300
@@ -108,8 +117,15 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: AmpMode = "none"  # bf16 (CPU and GPU) | fp16 (GPU only, with a grad scaler)
     output_dir: str | None = None  # default: runs/<name>
+    # An output_dir that already holds a run: "auto" continues it when it was made with the same config (a
+    # restart with the unchanged command line) and refuses another config, naming the differing keys; "never"
+    # (deit train --fresh) moves the old run aside and starts over.
+    resume: ResumeMode = "auto"
     log_every: int = 50  # a metrics line every N optimizer steps (0: per epoch only)
     save_every: int = 0  # training state every N optimizer steps (0: at each epoch end only)
+    # ... and at the first step boundary after this many minutes since the last save (0: off), so a long epoch
+    # is never lost whole.
+    save_every_minutes: float = 30.0
     # Validate after every N-th epoch and always after the last one (0: after the last one only). On a small
     # training set validation can cost as much as the epoch itself; best.safetensors only sees validated epochs.
     eval_every: int = 1
@@ -124,6 +140,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     ema: EmaConfig = field(default_factory=EmaConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def validate(self) -> TrainConfig:
         """Value checks that need no model or data (those come at the start of training)."""
@@ -139,6 +156,8 @@ class TrainConfig:
         ]:
             if value < low:
                 raise ConfigError(f"{key} must be >= {low}, got {value}")
+        if self.save_every_minutes < 0:
+            raise ConfigError(f"save_every_minutes must be >= 0 (0: off), got {self.save_every_minutes}")
         if not 0.0 <= self.distillation.alpha <= 1.0:
             raise ConfigError(f"distillation.alpha must be in [0, 1], got {self.distillation.alpha}")
         if self.distillation.tau <= 0:
@@ -181,13 +200,22 @@ class TrainConfig:
         return to_dict(self)
 
 
+def _allowed(value: Any, tp: Any) -> tuple[bool, tuple]:
+    """(whether ``value`` fits a Literal field or a union with a Literal arm, the literal choices)."""
+    arms = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+    choices = tuple(c for arm in arms if typing.get_origin(arm) is Literal for c in typing.get_args(arm))
+    others = tuple(arm for arm in arms if typing.get_origin(arm) is not Literal and isinstance(arm, type))
+    return value in choices or isinstance(value, others), choices
+
+
 def check_choices(obj: Any, prefix: str = "") -> None:
     """Every ``Literal`` field of a config tree holds one of its values (configs built in Python skip the loader)."""
     hints = typing.get_type_hints(type(obj))
     for f in dataclasses.fields(obj):
         value, tp = getattr(obj, f.name), hints[f.name]
-        if typing.get_origin(tp) is Literal and value not in typing.get_args(tp):
-            raise ConfigError(f"{prefix}{f.name}={value!r} is not one of {', '.join(typing.get_args(tp))}")
+        ok, choices = _allowed(value, tp)
+        if choices and not ok:
+            raise ConfigError(f"{prefix}{f.name}={value!r} is not one of {', '.join(map(str, choices))}")
         if dataclasses.is_dataclass(value):
             check_choices(value, f"{prefix}{f.name}.")
 
@@ -199,6 +227,7 @@ __all__ = [
     "ConfigError",
     "DistillationConfig",
     "EmaConfig",
+    "LoggingConfig",
     "ModelConfig",
     "OptimConfig",
     "ScheduleConfig",

@@ -27,14 +27,15 @@ def run_demo(output: str | Path = "runs/demo", teacher_overrides=(), student_ove
     started = time.perf_counter()
     out = Path(output)
     teacher_dir, student_dir = out / "teacher", out / "student"
-    for d in (teacher_dir, student_dir):
-        _clear_previous(d)
+    # Both configs are checked before anything trains: a bad student override must not cost a teacher run.
     teacher_cfg = load_config(TEACHER_PRESET, [f"output_dir={teacher_dir}", *teacher_overrides])
-    print(f"== 1/2: teacher ({TEACHER_PRESET}) -> {teacher_dir}", flush=True)
-    teacher_run = train(teacher_cfg)
     student_cfg = load_config(STUDENT_PRESET, [f"output_dir={student_dir}",
                                                f"teacher.checkpoint={teacher_dir / 'best.safetensors'}",
                                                *student_overrides])
+    for d in (teacher_dir, student_dir):
+        _clear_previous(d)
+    print(f"== 1/2: teacher ({TEACHER_PRESET}) -> {teacher_dir}", flush=True)
+    teacher_run = train(teacher_cfg)
     print(f"== 2/2: distilled student ({STUDENT_PRESET}) -> {student_dir}", flush=True)
     student_run = train(student_cfg)
     final = student_run.summary["final"]

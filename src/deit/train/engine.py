@@ -28,6 +28,7 @@ from deit.train.checkpointing import rng_states, set_rng_states
 from deit.train.ema import ModelEma
 from deit.train.loss import DistillationLoss
 from deit.train.optim import LRSchedule
+from deit.train.preemption import StopTraining
 
 
 class NonFiniteLossError(RuntimeError):
@@ -113,6 +114,7 @@ class Progress:
     step: int = 0  # optimizer steps done in total
     best_top1: float = -1.0
     best_epoch: int = -1
+    seconds: float = 0.0  # wall seconds of training so far, over every process that worked on the run
 
     def state_dict(self) -> dict:
         return dict(self.__dict__)
@@ -131,6 +133,16 @@ class Hook:
     def on_step(self, trainer: Trainer, lr: float) -> None: ...
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict) -> None: ...
+
+
+class Clock:
+    """Wall seconds of a run: those of earlier processes (``offset``, from the saved state) plus this one's."""
+
+    def __init__(self, offset: float = 0.0) -> None:
+        self.offset, self.started = offset, time.perf_counter()
+
+    def elapsed(self) -> float:
+        return self.offset + time.perf_counter() - self.started
 
 
 def validates(epoch: int, epochs: int, eval_every: int) -> bool:
@@ -155,8 +167,12 @@ class Trainer:
     mixup: Callable | None = None
     ema: ModelEma | None = None
     scaler: torch.amp.GradScaler | None = None
+    # Polled every micro-batch (e.g. a deit.runtime.signals.StopFlag); summed over ranks with the loss, so every
+    # rank stops at the same optimizer step: fit raises StopTraining there.
+    stop: Callable[[], bool] | None = None
     progress: Progress = field(default_factory=Progress)
     meter: Meter = field(default_factory=Meter)
+    stop_agreed: bool = False
 
     def state_dict(self) -> dict:
         """Everything a resume needs: weights, optimizer, EMA, grad scaler, position, meters, RNG states."""
@@ -245,6 +261,8 @@ class Trainer:
                 self._optimizer_step()
                 for hook in hooks:
                     hook.on_step(self, lr)
+                if self.stop_agreed:
+                    raise StopTraining(f"stop requested at optimizer step {p.step}")
 
     def _backward(self, x: torch.Tensor, y: torch.Tensor, group_size: int, sync: bool) -> float:
         """Forward, loss and backward of one micro-batch (gradients accumulate); returns this rank's loss."""
@@ -263,7 +281,9 @@ class Trainer:
                 outputs = self.forward_model(x)
                 loss = self.criterion(x, outputs, y, teacher_logits=teacher_logits)
             loss_value = loss.detach().float().item()
-            ok, total = all_reduce_sum([float(math.isfinite(loss_value)), loss_value], env)
+            stop = float(self.stop is not None and self.stop())
+            ok, total, stops = all_reduce_sum([float(math.isfinite(loss_value)), loss_value, stop], env)
+            self.stop_agreed = self.stop_agreed or stops > 0
             if ok < env.world_size:
                 raise NonFiniteLossError(p.step, p.epoch, self.schedule(p.step), loss_value, self.loss_scale)
             scaled = loss / group_size
@@ -289,6 +309,7 @@ class Trainer:
 
 
 __all__ = [
+    "Clock",
     "Hook",
     "Meter",
     "NonFiniteLossError",

@@ -1,4 +1,5 @@
-"""What runs around the training loop, as ``Trainer.fit`` hooks: the progress bar, the metrics log, checkpoints.
+"""What runs around the training loop, as ``Trainer.fit`` hooks: the progress bar, the metrics log (with
+TensorBoard and the unreadable-image summary), and checkpoints (by epoch, by steps, by minutes).
 
 Every hook writes on rank 0 only (``env.is_main``); the other ranks compute and stay silent.
 """
@@ -7,16 +8,19 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Sequence
 
 from torch import nn
 
 from deit.checkpoints import save_checkpoint
-from deit.runtime.distributed import DistEnv
+from deit.runtime.distributed import DistEnv, gather_lists
 from deit.runtime.files import atomic_path
 from deit.train.checkpointing import RunDir
-from deit.train.engine import Hook, Trainer
+from deit.train.engine import Clock, Hook, Trainer
+from deit.train.tensorboard import TensorBoardSink
 
 HEAD_METRICS = ("top1_cls", "top1_dist", "teacher_top1", "agreement")
+LISTED_BAD_IMAGES = 3
 
 
 class ProgressBar(Hook):
@@ -47,32 +51,51 @@ class ProgressBar(Hook):
             self.bar = None
 
 
-class MetricsLog(Hook):
-    """``metrics.jsonl``: a ``step`` record every ``log_every`` optimizer steps and an ``epoch`` record per
-    epoch; one console line per epoch."""
+def bad_image_summary(epoch: int, errors: list[str], data_root: str | None) -> str:
+    """One line for the unreadable images of an epoch: how many, the first few, and how to list them all."""
+    shown = "; ".join(errors[:LISTED_BAD_IMAGES])
+    more = f"; and {len(errors) - LISTED_BAD_IMAGES} more" if len(errors) > LISTED_BAD_IMAGES else ""
+    where = f"deit data check {data_root}" if data_root else "deit data check"
+    return (f"warning: epoch {epoch}: {len(errors)} unreadable image(s) were replaced by other samples ({shown}"
+            f"{more}); `{where}` lists them all, data.on_bad_image=fail stops at the first")
 
-    def __init__(self, run: RunDir, env: DistEnv, epochs: int, log_every: int, eval_every: int,
-                 started: float) -> None:
-        self.run, self.env, self.epochs = run, env, epochs
-        self.log_every, self.eval_every, self.started = log_every, eval_every, started
+
+class MetricsLog(Hook):
+    """``metrics.jsonl`` (and TensorBoard, when its sink is given): a ``step`` record every ``log_every``
+    optimizer steps and an ``epoch`` record per epoch; one console line per epoch, and one for the epoch's
+    unreadable images (all ranks and loader workers together)."""
+
+    def __init__(self, run: RunDir, env: DistEnv, epochs: int, log_every: int, eval_every: int, clock: Clock,
+                 loaders: Sequence = (), data_root: str | None = None,
+                 tensorboard: TensorBoardSink | None = None) -> None:
+        self.run, self.env, self.epochs, self.clock = run, env, epochs, clock
+        self.log_every, self.eval_every = log_every, eval_every
+        self.loaders, self.data_root, self.tensorboard = loaders, data_root, tensorboard
+
+    def _write(self, record: dict) -> None:
+        self.run.log(record)
+        if self.tensorboard is not None:
+            self.tensorboard.write(record)
 
     def on_step(self, trainer: Trainer, lr: float) -> None:
         s, m = trainer.progress.step, trainer.meter
         if not self.log_every or s % self.log_every:
             return
         if self.env.is_main and m.count:
-            self.run.log({"kind": "step", "epoch": trainer.progress.epoch, "step": s, "lr": lr,
-                          "loss": m.loss_sum / m.count, "img_per_s": m.images_per_s})
+            self._write({"kind": "step", "epoch": trainer.progress.epoch, "step": s, "lr": lr,
+                         "loss": m.loss_sum / m.count, "img_per_s": m.images_per_s})
         m.reset()
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict) -> None:
         p = trainer.progress
+        # Every rank takes part in the gather; only rank 0 writes.
+        bad = gather_lists([e for loader in self.loaders for e in getattr(loader, "bad_images", [])], self.env)
         record = {"kind": "epoch", "epoch": epoch, "step": p.step, "lr": trainer.schedule(p.step),
-                  "train_loss": trainer.meter.epoch_loss, "seconds": round(time.perf_counter() - self.started, 2),
-                  **metrics}
+                  "train_loss": trainer.meter.epoch_loss, "seconds": round(self.clock.elapsed(), 2),
+                  **metrics, **({"bad_images": len(bad)} if bad else {})}
         if not self.env.is_main:
             return
-        self.run.log(record)
+        self._write(record)
         if metrics:
             heads = "".join(f" {k} {metrics[k]:.4f}" for k in HEAD_METRICS if k in metrics)
             print(f"epoch {epoch}/{self.epochs}: val loss {metrics['loss']:.4f} top1 {metrics['top1']:.4f}"
@@ -80,6 +103,8 @@ class MetricsLog(Hook):
         elif record["train_loss"] is not None:
             print(f"epoch {epoch}/{self.epochs}: train loss {record['train_loss']:.4f} (validation every "
                   f"{self.eval_every or self.epochs} epochs)", flush=True)
+        if bad:
+            print(bad_image_summary(epoch, bad, self.data_root), file=sys.stderr, flush=True)
 
 
 def save_weights(module: nn.Module, path) -> None:
@@ -96,16 +121,22 @@ def save_weights(module: nn.Module, path) -> None:
 
 class Checkpointer(Hook):
     """The run directory's weights and training state: at every epoch end (``best`` when validation improved),
-    and every ``save_every`` optimizer steps inside an epoch."""
+    every ``save_every`` optimizer steps inside an epoch, and at the first step boundary ``save_every_minutes``
+    after the last save."""
 
-    def __init__(self, run: RunDir, env: DistEnv, config: dict, save_every: int, num_batches: int) -> None:
-        self.run, self.env, self.config = run, env, config
-        self.save_every, self.num_batches = save_every, num_batches
+    def __init__(self, run: RunDir, env: DistEnv, config: dict, clock: Clock, num_batches: int,
+                 save_every: int = 0, save_every_minutes: float = 0.0) -> None:
+        self.run, self.env, self.config, self.clock = run, env, config, clock
+        self.num_batches, self.save_every, self.save_every_minutes = num_batches, save_every, save_every_minutes
+        self.last_save = time.monotonic()
 
     def save(self, trainer: Trainer, metrics: dict | None = None) -> None:
+        """Weights (last, best when ``metrics`` improved it, EMA) and the full training state; rank 0 only."""
+        self.last_save = time.monotonic()
         if not self.env.is_main:
             return
         p = trainer.progress
+        p.seconds = self.clock.elapsed()
         if metrics and metrics["top1"] > p.best_top1:
             p.best_top1, p.best_epoch = metrics["top1"], p.epoch
             save_weights(trainer.model, self.run.best)
@@ -116,11 +147,15 @@ class Checkpointer(Hook):
 
     def on_step(self, trainer: Trainer, lr: float) -> None:
         p = trainer.progress
-        if self.save_every and p.step % self.save_every == 0 and p.batch < self.num_batches:
+        if p.batch >= self.num_batches:
+            return  # the epoch's end saves anyway
+        due_by_steps = self.save_every and p.step % self.save_every == 0
+        due_by_time = self.save_every_minutes and time.monotonic() - self.last_save >= 60 * self.save_every_minutes
+        if due_by_steps or due_by_time:
             self.save(trainer)
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict) -> None:
         self.save(trainer, metrics or None)
 
 
-__all__ = ["Checkpointer", "MetricsLog", "ProgressBar", "save_weights"]
+__all__ = ["Checkpointer", "MetricsLog", "ProgressBar", "bad_image_summary", "save_weights"]

@@ -77,8 +77,17 @@ def load_config(config: str | Path | dict | None = None, overrides: list[str] | 
     return from_dict(TrainConfig, raw).validate()
 
 
+def load_run_config(run_dir: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """The config a run directory was made with (its ``config.yaml``), plus ``key=value`` overrides."""
+    run_dir = Path(run_dir)
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml); nothing to resume")
+    return load_config(saved, [*(overrides or []), f"output_dir={run_dir}"])
+
+
 def dump_config(cfg: TrainConfig) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 
-__all__ = ["dump_config", "list_presets", "load_config"]
+__all__ = ["dump_config", "list_presets", "load_config", "load_run_config"]

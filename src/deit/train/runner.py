@@ -23,13 +23,17 @@ from torch import nn
 from deit.inference.evaluation import evaluate
 from deit.runtime.distributed import DistEnv, barrier, cleanup, init_distributed, ranks_identical
 from deit.runtime.files import atomic_write_text
+from deit.runtime.signals import StopFlag
 from deit.runtime.typedconfig import to_dict
 from deit.train.checkpointing import RunDir
 from deit.train.components import RunComponents, build_components, check_runtime
-from deit.train.config import ConfigError, TrainConfig
-from deit.train.engine import NonFiniteLossError, Trainer
+from deit.train.config import TrainConfig
+from deit.train.engine import Clock, NonFiniteLossError, Trainer
 from deit.train.hooks import Checkpointer, MetricsLog, ProgressBar
+from deit.train.preemption import Preempted, StopTraining
 from deit.train.presets import dump_config
+from deit.train.resume import open_run
+from deit.train.tensorboard import TensorBoardSink, wants_tensorboard
 
 
 @dataclass
@@ -49,9 +53,13 @@ def train(
     *,
     model: nn.Module | None = None,
     teacher: nn.Module | None = None,
-    resume: bool = False,
+    resume: bool | str = False,
 ) -> TrainResult:
-    """Train as ``cfg`` says; ``model``/``teacher`` replace the configured ones (any image -> logits module)."""
+    """Train as ``cfg`` says; ``model``/``teacher`` replace the configured ones (any image -> logits module).
+
+    ``resume``: False follows ``cfg.resume`` (auto: continue a run of the same config in the output dir); True
+    requires a saved state to continue (``deit train --resume``); "continue" continues a saved state if there is
+    one, whatever config made it (a caller that owns the run directory, like ``deit reproduce --resume``)."""
     cfg.validate()
     env = init_distributed(cfg.device)
     try:
@@ -64,19 +72,6 @@ def _say(env: DistEnv, *lines: str) -> None:
     if env.is_main:
         for line in lines:
             print(line, flush=True)
-
-
-def _open_run(cfg: TrainConfig, env: DistEnv, resume: bool) -> tuple[RunDir, dict | None]:
-    """The run directory (created on rank 0) and the saved training state to continue from, if resuming."""
-    run = RunDir(default_output_dir(cfg))
-    if env.is_main:
-        if not resume and run.has_state():
-            raise ConfigError(
-                f"{run.root} already holds a run: continue it with `deit train --resume {run.root}`, "
-                "or choose another output_dir"
-            )
-        run.create()
-    return run, (run.load_state() if resume and run.has_state() else None)
 
 
 def _restore(parts: RunComponents, state: dict | None, run: RunDir, env: DistEnv, resume: bool) -> None:
@@ -118,15 +113,33 @@ def _banner(cfg: TrainConfig, env: DistEnv, run: RunDir, parts: RunComponents, r
     )
 
 
-def _fit(cfg: TrainConfig, env: DistEnv, run: RunDir, parts: RunComponents, started: float) -> dict:
-    """The epoch loop with its hooks; a non-finite loss is logged and reported before it propagates."""
+def _tensorboard(cfg: TrainConfig, env: DistEnv, run: RunDir, step: int) -> TensorBoardSink | None:
+    if not (env.is_main and wants_tensorboard(cfg.logging.tensorboard)):
+        return None
+    return TensorBoardSink(run.root, purge_step=step + 1 if step else None)
+
+
+def _fit(cfg: TrainConfig, env: DistEnv, run: RunDir, parts: RunComponents, clock: Clock) -> dict:
+    """The epoch loop with its hooks. A stop signal saves the state and becomes Preempted; a non-finite loss is
+    logged and reported before it propagates."""
     trainer, data = parts.trainer, parts.data
-    hooks = [MetricsLog(run, env, cfg.epochs, cfg.log_every, cfg.eval_every, started),
-             Checkpointer(run, env, to_dict(cfg), cfg.save_every, len(data.train_loader))]
+    tensorboard = _tensorboard(cfg, env, run, trainer.progress.step)
+    checkpointer = Checkpointer(run, env, to_dict(cfg), clock, len(data.train_loader), cfg.save_every,
+                                cfg.save_every_minutes)
+    hooks = [MetricsLog(run, env, cfg.epochs, cfg.log_every, cfg.eval_every, clock,
+                        (data.train_loader, data.val_loader), cfg.data.root, tensorboard), checkpointer]
     if cfg.progress:
         hooks.insert(0, ProgressBar(env, cfg.epochs))
     try:
-        return trainer.fit(data.train_loader, data.val_loader, cfg.epochs, cfg.eval_every, hooks)
+        with StopFlag() as stop:
+            trainer.stop = stop
+            return trainer.fit(data.train_loader, data.val_loader, cfg.epochs, cfg.eval_every, hooks)
+    except StopTraining:
+        checkpointer.save(trainer)
+        if env.is_main:
+            run.log({"kind": "event", "event": "preempted", "signal": stop.received or "another rank's",
+                     "step": trainer.progress.step, "time": round(time.time(), 1)})
+        raise Preempted(stop.received or "a signal to another rank", trainer.progress.step, str(run.state)) from None
     except NonFiniteLossError as exc:
         if env.is_main:
             run.log({"kind": "event", "event": "non_finite_loss", "step": exc.step, "epoch": exc.epoch,
@@ -134,10 +147,14 @@ def _fit(cfg: TrainConfig, env: DistEnv, run: RunDir, parts: RunComponents, star
             good = f"{run.last} (last good checkpoint)" if run.last.exists() else "none written yet"
             print(f"error: {exc}\nweights kept: {good}", file=sys.stderr, flush=True)
         raise
+    finally:
+        trainer.stop = None
+        if tensorboard is not None:
+            tensorboard.close()
 
 
 def _summary(cfg: TrainConfig, env: DistEnv, run: RunDir, parts: RunComponents, final: dict,
-             started: float) -> dict:
+             clock: Clock) -> dict:
     p = parts.trainer.progress
     return {
         "name": cfg.name,
@@ -150,7 +167,7 @@ def _summary(cfg: TrainConfig, env: DistEnv, run: RunDir, parts: RunComponents, 
         "best_top1": p.best_top1,
         "best_epoch": p.best_epoch,
         "final": final,
-        "seconds": round(time.perf_counter() - started, 2),
+        "seconds": round(clock.elapsed(), 2),
         "ranks_identical": ranks_identical(parts.model, env),
     }
 
@@ -168,25 +185,28 @@ def _finish(run: RunDir, env: DistEnv, summary: dict) -> None:
 
 
 def _train(cfg: TrainConfig, env: DistEnv, model: nn.Module | None, teacher: nn.Module | None,
-           resume: bool) -> TrainResult:
-    started = time.perf_counter()
+           resume: bool | str) -> TrainResult:
+    clock = Clock()
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     check_runtime(cfg, env.device)
-    run, state = _open_run(cfg, env, resume)
+    mode = {True: "require", False: cfg.resume}.get(resume, resume)
+    run, state = open_run(default_output_dir(cfg), cfg, env, mode)
     parts = build_components(cfg, env, model, teacher)
-    _restore(parts, state, run, env, resume)
-    _banner(cfg, env, run, parts, resumed=state is not None)
+    _restore(parts, state, run, env, resume=run.config.is_file() or state is not None)
     trainer: Trainer = parts.trainer
+    clock.offset = trainer.progress.seconds
+    _banner(cfg, env, run, parts, resumed=state is not None)
     if env.is_main:
         if state is None:
             atomic_write_text(run.config, dump_config(cfg))
         run.log({"kind": "event", "event": "resume" if state else "start", "step": trainer.progress.step,
-                 "world_size": env.world_size, "lr": parts.lr, "total_batch": parts.total_batch})
-    final = _fit(cfg, env, run, parts, started)
+                 "world_size": env.world_size, "lr": parts.lr, "total_batch": parts.total_batch,
+                 "time": round(time.time(), 1)})
+    final = _fit(cfg, env, run, parts, clock)
     if not final:  # resumed a finished run: report its final metrics again
         final = evaluate(parts.model, parts.data.val_loader, env, trainer.validate_teacher, cfg.amp)
-    summary = _summary(cfg, env, run, parts, final, started)
+    summary = _summary(cfg, env, run, parts, final, clock)
     _finish(run, env, summary)
     barrier(env)
     return TrainResult(run.root, parts.model, summary)

@@ -1,0 +1,117 @@
+"""What ``deit train`` does with an output directory that already holds a run: the resume policy.
+
+``resume: auto`` (the default): a run made with the same config is continued from its last saved state, so the
+unchanged command line after a crash, a ``torchrun --max-restarts`` restart, a SLURM ``--requeue`` or a
+Kubernetes restart picks up where the run stopped; a run made with another config is refused, naming the keys that
+differ. ``resume: never`` (``deit train --fresh``) starts over, moving the old run aside (never deleting it).
+``--resume RUN_DIR`` requires a run to continue.
+
+Rank 0 decides (and moves); every rank gets the same decision, so no rank goes on alone or stops alone.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from deit.runtime.distributed import DistEnv, barrier, broadcast_object
+from deit.runtime.typedconfig import to_dict
+from deit.train.checkpointing import RunDir
+from deit.train.config import ConfigError, TrainConfig
+
+# Keys that may change between a run and its continuation: they do not change what is computed.
+RESUMABLE_CHANGES = ("output_dir", "resume", "progress", "log_every", "save_every", "save_every_minutes", "logging",
+                     "threads", "data.num_workers", "data.pin_memory", "data.persistent_workers")
+
+
+@dataclass(frozen=True)
+class RunDecision:
+    resume: bool  # continue the saved state (when there is one)
+    moved_to: str | None = None  # where --fresh put the previous run
+    error: str | None = None  # the run must not start: why, and the fix
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for k, v in tree.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: tree}
+
+
+def config_differences(saved: dict, current: dict) -> list[str]:
+    """``key: saved -> current`` for every setting that differs, ignoring the ones a continuation may change."""
+    a, b = _flatten(saved), _flatten(current)
+    ignored = tuple(RESUMABLE_CHANGES)
+    keys = sorted(k for k in set(a) | set(b) if not any(k == i or k.startswith(i + ".") for i in ignored))
+    return [f"{k}: {a.get(k, '<unset>')!r} -> {b.get(k, '<unset>')!r}" for k in keys if a.get(k) != b.get(k)]
+
+
+def move_aside(root: Path) -> Path:
+    """Rename ``root`` to a sibling ``<name>.prev-<date>-<time>`` (with a counter if that exists too)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = root.with_name(f"{root.name}.prev-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = root.with_name(f"{root.name}.prev-{stamp}-{n}")
+    root.rename(target)
+    return target
+
+
+def _decide(run: RunDir, cfg: TrainConfig, mode: str) -> RunDecision:
+    """Rank 0's decision for ``run``: ``mode`` is the config's ``resume`` (auto | never), "require" (a saved state
+    must be there) or "continue" (continue a saved state if there is one: the caller vouches for the config)."""
+    held = run.config.is_file() or run.has_state()
+    if mode == "continue":
+        return RunDecision(True)
+    if mode == "require":
+        if not run.has_state():
+            return RunDecision(False, error=f"{run.root} has no saved training state yet; nothing to resume "
+                                            f"(start it with `deit train --config ...  output_dir={run.root}`)")
+        return RunDecision(True)
+    if not held:
+        return RunDecision(False)
+    if mode == "never":
+        return RunDecision(False, moved_to=str(move_aside(run.root)))
+    saved = yaml.safe_load(run.config.read_text()) if run.config.is_file() else None
+    if saved is None:  # killed between its first checkpoint and its config: the state has the config too
+        saved = run.load_state().get("config", {})
+    diffs = config_differences(saved, to_dict(cfg))
+    if diffs:
+        shown = "; ".join(diffs[:8]) + (f"; and {len(diffs) - 8} more" if len(diffs) > 8 else "")
+        return RunDecision(False, error=(
+            f"{run.root} already holds a run made with another config ({shown}): continue it with its own config "
+            f"(`deit train --resume {run.root}`), start over with --fresh (the old run is moved aside, not "
+            "deleted), or choose another output_dir"))
+    return RunDecision(True)
+
+
+def open_run(root: Path, cfg: TrainConfig, env: DistEnv, mode: str) -> tuple[RunDir, dict | None]:
+    """The run directory (created) and the saved training state to continue from (None: start at step 0),
+    decided on rank 0 and shared with every rank; a refusal raises ConfigError on every rank."""
+    run = RunDir(root)
+    decision = None
+    if env.is_main:
+        try:
+            decision = _decide(run, cfg, mode)
+        except Exception as exc:  # every rank must hear of it, or the others would wait for rank 0 forever
+            decision = RunDecision(False, error=f"cannot tell what {run.root} holds ({type(exc).__name__}: {exc})")
+    decision = broadcast_object(decision, env)
+    if decision.error:
+        raise ConfigError(decision.error)
+    if env.is_main:
+        if decision.moved_to:
+            print(f"--fresh: the previous run in {run.root} was moved to {decision.moved_to}", flush=True)
+        run.create()
+    barrier(env)
+    state = run.load_state() if decision.resume and run.has_state() else None
+    return run, state
+
+
+__all__ = ["RESUMABLE_CHANGES", "RunDecision", "config_differences", "move_aside", "open_run"]
