@@ -110,17 +110,18 @@ def test_sigterm_to_the_group_saves_and_the_same_command_continues(tmp_path, ref
     _assert_same_weights(reference, out)
 
 
-def test_sigterm_in_one_process_saves_and_exits_with_its_own_code(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+def test_a_stop_signal_in_one_process_saves_and_exits_with_its_own_code(tmp_path, sig):
     """Without torchrun: the process's own exit code tells a scheduler the run is saved and can be requeued."""
     out = tmp_path / "single"
     cmd = [sys.executable, "-m", "deit", "train", "--config", "digits-convnet-teacher",
            *tiny_overrides(out, extra=("epochs=30",))]
     proc = _start(cmd)
     _wait_for_step(proc, out, 3)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     log, _ = proc.communicate(timeout=120)
     assert proc.returncode == EXIT_PREEMPTED, log
     events = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines() if '"event"' in s]
-    assert events[-1]["event"] == "preempted" and events[-1]["signal"] == "SIGTERM"
+    assert events[-1]["event"] == "preempted" and events[-1]["signal"] == sig.name
     assert torch.load(out / "state.pt", weights_only=False)["progress"]["step"] == events[-1]["step"]
     assert main(["train", "--config", "digits-convnet-teacher", *tiny_overrides(out, extra=("epochs=30",))]) == 0
