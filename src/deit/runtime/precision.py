@@ -1,25 +1,67 @@
-"""Mixed precision: the amp modes a run may use and the autocast context each one means."""
+"""Mixed precision: the amp modes a run may use, which one ``auto`` means on this machine, and the autocast
+context each one means.
+
+``auto`` is bf16 where the hardware computes it natively (CUDA GPUs that support it; CPUs with AVX512_BF16 or
+AMX), fp32 elsewhere: on a CPU without those instructions bf16 matrix products are emulated and run hundreds of
+times slower than fp32.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import typing
 from typing import Literal
 
 import torch
 
-AmpMode = Literal["none", "bf16", "fp16"]
+AmpMode = Literal["auto", "none", "bf16", "fp16"]
 AMP_MODES: tuple[str, ...] = typing.get_args(AmpMode)
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+@functools.cache
+def cpu_bf16_instructions() -> str | None:
+    """The CPU's native bf16 instruction set ("AMX" or "AVX512_BF16"), or None."""
+    probes = (("AMX", "_is_amx_tile_supported"), ("AVX512_BF16", "_is_avx512_bf16_supported"))
+    for name, probe in probes:
+        fn = getattr(torch.cpu, probe, None)
+        if fn is not None and fn():
+            return name
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return None
+    return "AMX" if "amx_bf16" in flags else "AVX512_BF16" if "avx512_bf16" in flags else None
+
+
+def bf16_native(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 natively (so bf16 autocast is faster than fp32 there)."""
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and cpu_bf16_instructions() is not None
+
+
+def resolve_amp(amp: str, device: torch.device) -> tuple[str, str]:
+    """(the amp mode to use, why): ``auto`` becomes ``bf16`` or ``none`` by :func:`bf16_native`."""
+    if amp != "auto":
+        return amp, "as configured"
+    if device.type == "cuda":
+        return ("bf16", "this GPU computes bf16") if bf16_native(device) else ("none", "this GPU has no bf16")
+    native = cpu_bf16_instructions() if device.type == "cpu" else None
+    if native:
+        return "bf16", f"this CPU has {native}"
+    return "none", "this CPU has no AVX512_BF16 or AMX: bf16 would be emulated, far slower than fp32"
+
+
 def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
-    """torch.autocast for ``amp`` on ``device``'s type ("none": a no-op context)."""
-    if amp not in AMP_MODES:
-        raise ValueError(f"amp {amp!r} is not one of {', '.join(AMP_MODES)}")
+    """torch.autocast for ``amp`` on ``device``'s type ("none": a no-op context); resolve "auto" first."""
+    if amp not in AMP_MODES or amp == "auto":
+        raise ValueError(f"amp {amp!r} is not one of none, bf16, fp16 (resolve 'auto' with resolve_amp first)")
     if amp == "none":
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=_AUTOCAST_DTYPES[amp])
 
 
-__all__ = ["AMP_MODES", "AmpMode", "autocast"]
+__all__ = ["AMP_MODES", "AmpMode", "autocast", "bf16_native", "cpu_bf16_instructions", "resolve_amp"]

@@ -23,7 +23,7 @@ DistillationToken = Literal["dist", "cls"]
 KlNormalisation = Literal["batchmean", "batch_classes"]
 OptimizerName = Literal["adamw", "sgd"]
 ScheduleName = Literal["cosine", "constant"]
-TeacherDtype = Literal["float32", "bfloat16", "float16"]
+TeacherDtype = Literal["auto", "float32", "bfloat16", "float16"]
 ResumeMode = Literal["auto", "never"]
 DISTILLATION_TYPES: tuple[str, ...] = typing.get_args(DistillationType)
 DISTILLATION_TOKENS: tuple[str, ...] = typing.get_args(DistillationToken)
@@ -54,8 +54,9 @@ class TeacherConfig:
     # Weights: a checkpoint path in any layout deit reads (our safetensors, official, timm, ...). With model null,
     # it must be one of our checkpoints (they carry their architecture).
     checkpoint: str | None = None
-    # The teacher's own dtype: float32, bfloat16 or float16 (float16 only on GPU).
-    dtype: TeacherDtype = "float32"
+    # The teacher's own dtype: auto (bfloat16 where the hardware computes it natively, like amp: auto; else
+    # float32), float32, bfloat16 or float16 (float16 only on GPU).
+    dtype: TeacherDtype = "auto"
 
 
 @dataclass
@@ -115,7 +116,10 @@ class TrainConfig:
     epochs: int = 300
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: AmpMode = "none"  # bf16 (CPU and GPU) | fp16 (GPU only, with a grad scaler)
+    # auto: bf16 autocast where the hardware computes bf16 natively (CUDA GPUs that support it, CPUs with
+    # AVX512_BF16 or AMX), none (fp32) elsewhere; the run's config.yaml records the mode chosen. bf16 (CPU and
+    # GPU) | fp16 (GPU only, with a grad scaler) | none.
+    amp: AmpMode = "auto"
     output_dir: str | None = None  # default: runs/<name>
     # An output_dir that already holds a run: "auto" continues it when it was made with the same config (a
     # restart with the unchanged command line) and refuses another config, naming the differing keys; "never"
