@@ -30,6 +30,7 @@ BAD_INPUT = {
     ("reproduce",): ["reproduce", "--seeds", "0,x"],
     ("teacher-cache", "build"): ["teacher-cache", "build", "--config", "digits-deit-distilled", "--output", "x",
                                  "data.nope=1"],
+    ("teacher-cache", "info"): ["teacher-cache", "info", "/nonexistent/deit-test"],
 }
 
 

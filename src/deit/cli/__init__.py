@@ -9,7 +9,8 @@ import sys
 
 from deit.cli.errors import CLIError, Parser, UsageError, debugging, report
 
-# One module per verb (deit.cli.<module>); each adds its parser and a `func(args) -> int` default.
+# One module per verb (deit.cli.<module>, the verb with "-" for "_"); each adds its parser and a `func(args) -> int`
+# default.
 COMMAND_MODULES: tuple[str, ...] = (
     "info",
     "data",
@@ -23,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "analyze",
     "benchmark",
     "reproduce",
+    "teacher_cache",
 )
 
 

@@ -8,7 +8,9 @@ counted in ``bad_files``; the loader collects them, from every worker, for one s
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
@@ -41,6 +43,20 @@ class ImageDataset(Dataset, ABC):
 
     def describe(self, index: int) -> str:
         return f"sample {index}"
+
+    def fingerprint(self) -> str:
+        """A digest of what the data set holds (classes, labels, and each sample's identity), independent of
+        where it lies on disk: a teacher-output cache records it to recognise its data."""
+        h = hashlib.sha256()
+        h.update("\n".join(self.classes).encode())
+        h.update(np.asarray(self.targets, dtype=np.int64).tobytes())
+        for part in self._identity():
+            h.update(part)
+        return h.hexdigest()[:16]
+
+    def _identity(self):
+        """The bytes that identify the samples, in order (subclasses that hold files or arrays refine it)."""
+        yield "\n".join(self.describe(i) for i in range(len(self))).encode()
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -94,6 +110,11 @@ class FileDataset(ImageDataset):
     def describe(self, index: int) -> str:
         return self.samples[index][0]
 
+    def _identity(self):
+        paths = [p for p, _ in self.samples]
+        root = os.path.commonpath(paths) if len(paths) > 1 else os.path.dirname(paths[0])
+        yield "\n".join(os.path.relpath(p, root) for p in paths).encode()
+
 
 class SubsetDataset(ImageDataset):
     """Some indices of a data set; same classes; bad samples replaced from within the subset."""
@@ -110,6 +131,10 @@ class SubsetDataset(ImageDataset):
 
     def describe(self, index: int) -> str:
         return self.base.describe(self.indices[index])
+
+    def _identity(self):
+        yield from self.base._identity()
+        yield np.asarray(self.indices, dtype=np.int64).tobytes()
 
 
 # ---- stratified, seeded subsets

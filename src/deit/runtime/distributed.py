@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 
 from deit.runtime.device import resolve_device
+from deit.runtime.typedconfig import ConfigError
 
 
 @dataclass
@@ -99,6 +100,21 @@ def broadcast_object(obj, env: DistEnv):
     return box[0]
 
 
+def on_main(env: DistEnv, fn):
+    """``fn()`` computed on rank 0 and its result given to every rank; an error there is raised on every rank (as
+    a ConfigError with its message), so no rank goes on alone or waits for rank 0 forever."""
+    outcome = None
+    if env.is_main:
+        try:
+            outcome = ("ok", fn())
+        except Exception as exc:
+            outcome = ("error", str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}")
+    outcome = broadcast_object(outcome, env)
+    if outcome[0] == "error":
+        raise ConfigError(outcome[1])
+    return outcome[1]
+
+
 def gather_lists(items: list, env: DistEnv) -> list:
     """Every rank's ``items``, concatenated in rank order (on every rank)."""
     if not env.distributed:
@@ -135,6 +151,7 @@ __all__ = [
     "gather_lists",
     "init_distributed",
     "launched_rank",
+    "on_main",
     "ranks_identical",
     "weights_digest",
 ]

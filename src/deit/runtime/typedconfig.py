@@ -180,6 +180,23 @@ def deep_merge(base: dict, top: dict) -> dict:
     return out
 
 
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for k, v in tree.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: tree}
+
+
+def dict_differences(before: dict, after: dict, ignored: tuple[str, ...] = ()) -> list[str]:
+    """``key: before -> after`` for every dotted key whose value differs (keys under ``ignored`` skipped)."""
+    a, b = flatten(before), flatten(after)
+    keys = sorted(k for k in set(a) | set(b) if not any(k == i or k.startswith(i + ".") for i in ignored))
+    return [f"{k}: {a.get(k, '<unset>')!r} -> {b.get(k, '<unset>')!r}" for k in keys if a.get(k) != b.get(k)]
+
+
 def parse_override(item: str) -> tuple[list[str], Any]:
     """``a.b.c=value`` -> (["a", "b", "c"], value); the value is read as YAML (numbers, bools, null, lists)."""
     if "=" not in item:
@@ -216,6 +233,8 @@ __all__ = [
     "check_keys",
     "coerce",
     "deep_merge",
+    "dict_differences",
+    "flatten",
     "from_dict",
     "parse_override",
     "to_dict",

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from deit.checkpoints import create_model, load_model
+from deit.checkpoints import create_model
 from deit.data import ImageDataset, SoftTargetCrossEntropy, build_dataset, build_loader, build_mixup
 from deit.inference.teacher import Teacher
 from deit.models import Preprocessing, get_entry
@@ -26,6 +26,7 @@ from deit.train.ema import ModelEma
 from deit.train.engine import Trainer, TrainView, derive_seed
 from deit.train.loss import DistillationLoss, check_token
 from deit.train.optim import build_optimizer, build_schedule, scaled_lr
+from deit.train.teacher_source import build_teacher_source
 
 
 @dataclass
@@ -52,6 +53,7 @@ class RunComponents:
     lr: float
     total_batch: int
     steps_per_epoch: int
+    notes: list[str] = field(default_factory=list)  # lines worth printing at start (the teacher source)
 
 
 # ------------------------------------------------------------------------------------------------- model set-up
@@ -82,15 +84,6 @@ def build_student(cfg: TrainConfig, num_classes: int) -> nn.Module:
     return model
 
 
-def build_teacher(cfg: TrainConfig) -> nn.Module:
-    """The teacher module of ``cfg.teacher``. Release weights are downloaded once (rank 0 of each node; the other
-    ranks wait for it) and checked against their hash."""
-    tc = cfg.teacher
-    if tc.checkpoint:
-        return load_model(tc.checkpoint, tc.model)
-    return create_model(tc.model, pretrained=True)
-
-
 def output_classes(module: nn.Module, input_size: int, device: torch.device) -> int:
     """How many classes a module predicts (one forward pass on a dummy image if it does not say)."""
     n = getattr(module, "num_classes", None)
@@ -109,12 +102,18 @@ def output_classes(module: nn.Module, input_size: int, device: torch.device) -> 
 
 
 def check_distillation(cfg: TrainConfig, model: nn.Module, teacher: nn.Module | None, num_classes: int,
-                       input_size: int, device: torch.device) -> None:
-    """The student, teacher and data fit the distillation settings; each mismatch is a ConfigError naming the fix."""
+                       input_size: int, device: torch.device, cached_classes: int | None = None) -> None:
+    """The student, teacher and data fit the distillation settings; each mismatch is a ConfigError naming the fix.
+    ``cached_classes``: the class count of a teacher-output cache the run reads instead of a teacher."""
     kind = cfg.distillation.type
     if kind == "none":
         return
     check_token(kind, cfg.distillation.token, has_two_heads(model), repr(cfg.model.name))
+    if teacher is None and cached_classes is not None:
+        if cached_classes != num_classes:
+            raise ConfigError(f"the teacher cache holds outputs for {cached_classes} classes but the dataset has "
+                              f"{num_classes}: it was built for other data")
+        return
     if teacher is None:
         raise ConfigError(
             f"distillation.type={kind!r} needs a teacher: set teacher.checkpoint=PATH (and teacher.model=NAME for a "
@@ -178,14 +177,6 @@ def _student(cfg: TrainConfig, num_classes: int, classes: list[str], model: nn.M
     return model.to(device), preprocessing
 
 
-def _teacher(cfg: TrainConfig, teacher: nn.Module | None, device: torch.device) -> nn.Module | None:
-    if cfg.distillation.type == "none":
-        return None
-    if teacher is None and (cfg.teacher.model or cfg.teacher.checkpoint):
-        teacher = build_teacher(cfg)
-    return teacher.to(device) if teacher is not None else None
-
-
 def build_components(cfg: TrainConfig, env: DistEnv, model: nn.Module | None = None,
                      teacher: nn.Module | None = None) -> RunComponents:
     """Data, student (``model`` replaces the configured one), teacher (``teacher`` likewise: any images -> logits
@@ -196,14 +187,16 @@ def build_components(cfg: TrainConfig, env: DistEnv, model: nn.Module | None = N
     train_set, val_set = build_dataset(cfg.data, "train"), build_dataset(cfg.data, "val")
     classes = list(train_set.classes)
     model, preprocessing = _student(cfg, len(classes), classes, model, device)
-    teacher_module = _teacher(cfg, teacher, device)
-    live = Teacher(teacher_module, cfg.teacher.dtype) if teacher_module is not None else None
-    check_distillation(cfg, model, live.module if live else None, len(classes), preprocessing.input_size, device)
+    check_token(cfg.distillation.type, cfg.distillation.token, has_two_heads(model), repr(cfg.model.name))
     data = build_data(cfg, env, preprocessing, (train_set, val_set))
+    source, live, notes = build_teacher_source(cfg, env, preprocessing, data, teacher)
+    if cfg.distillation.type != "none":
+        check_distillation(cfg, model, live.module if live else None, len(classes), preprocessing.input_size, device,
+                           cached_classes=getattr(getattr(source, "meta", None), "num_classes", None))
     mixup = build_mixup(cfg.data, len(classes))
     base = SoftTargetCrossEntropy() if mixup is not None else nn.CrossEntropyLoss(label_smoothing=cfg.data.smoothing)
     dc = cfg.distillation
-    criterion = DistillationLoss(base, live, dc.type, dc.alpha, dc.tau, dc.kl_normalisation, token=dc.token)
+    criterion = DistillationLoss(base, source, dc.type, dc.alpha, dc.tau, dc.kl_normalisation, token=dc.token)
 
     lr, total_batch = scaled_lr(cfg.optim, cfg.data.batch_size, env.world_size)
     steps_per_epoch = math.ceil(len(data.train_loader) / cfg.optim.accum_steps)
@@ -220,7 +213,7 @@ def build_components(cfg: TrainConfig, env: DistEnv, model: nn.Module | None = N
         ema=ModelEma(model, cfg.ema.decay) if cfg.ema.enabled else None,
         scaler=torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None,
     )
-    return RunComponents(data, model, preprocessing, live, trainer, lr, total_batch, steps_per_epoch)
+    return RunComponents(data, model, preprocessing, live, trainer, lr, total_batch, steps_per_epoch, notes)
 
 
 __all__ = [
@@ -229,7 +222,6 @@ __all__ = [
     "build_components",
     "build_data",
     "build_student",
-    "build_teacher",
     "check_distillation",
     "check_runtime",
     "resolve_precision",

@@ -71,6 +71,9 @@ class DistillationConfig:
     # Which output gets the teacher term: "dist", the distillation token's head (a model with one), or "cls", the
     # class token of a model without one ("usual distillation": both terms on the single output).
     token: DistillationToken = "dist"
+    # A teacher-output cache directory (deit teacher-cache build): read instead of running the teacher; a
+    # directory that does not exist yet is filled on the fly by this run, for later runs of the same data stream.
+    teacher_cache: str | None = None
 
 
 @dataclass

@@ -51,6 +51,16 @@ def derive_seed(*parts: int | str) -> int:
     return int.from_bytes(digest, "little") & ((1 << 63) - 1)
 
 
+def mix(mixup: Callable | None, x: torch.Tensor, y: torch.Tensor, seed: int, rank: int, epoch: int, batch: int
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Micro-batch ``batch`` of ``epoch`` on ``rank`` as the student (and the teacher) see it: mixed by a
+    generator seeded from that position (``x`` is mixed in place). The one definition the trainer and the
+    teacher-cache builder share."""
+    if mixup is None:
+        return x, y
+    return mixup(x, y, torch.Generator().manual_seed(derive_seed(seed, "mixup", rank, epoch, batch)))
+
+
 class TrainView(nn.Module):
     """The forward pass training uses (``training_outputs``: both heads of a two-head model), as a module so that
     DDP wraps exactly that pass."""
@@ -229,8 +239,10 @@ class Trainer:
 
     @property
     def validate_teacher(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
-        """The teacher validation compares with (the distillation teacher), or None."""
-        return self.criterion.teacher if self.criterion.distillation_type != "none" else None
+        """The teacher validation compares with (the live distillation teacher; a cache-only run has none)."""
+        if self.criterion.distillation_type == "none" or self.criterion.teacher is None:
+            return None
+        return getattr(self.criterion.teacher, "live", None)
 
     def validate(self, val_loader: Iterable) -> dict:
         """The student's metrics on ``val_loader`` (and the EMA's, prefixed ``ema_``)."""
@@ -270,9 +282,7 @@ class Trainer:
         x = x.to(env.device, non_blocking=True)
         y = y.to(env.device, non_blocking=True)
         torch.manual_seed(derive_seed(self.seed, "step", env.rank, p.epoch, p.batch))
-        if self.mixup is not None:
-            gen = torch.Generator().manual_seed(derive_seed(self.seed, "mixup", env.rank, p.epoch, p.batch))
-            x, y = self.mixup(x, y, gen)
+        x, y = mix(self.mixup, x, y, self.seed, env.rank, p.epoch, p.batch)
         with contextlib.nullcontext() if sync else self.forward_model.no_sync():
             teacher_logits = None
             if self.criterion.distillation_type != "none":
@@ -317,5 +327,6 @@ __all__ = [
     "TrainView",
     "Trainer",
     "derive_seed",
+    "mix",
     "validates",
 ]

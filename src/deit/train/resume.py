@@ -14,12 +14,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import yaml
 
-from deit.runtime.distributed import DistEnv, barrier, broadcast_object
-from deit.runtime.typedconfig import to_dict
+from deit.runtime.distributed import DistEnv, barrier, on_main
+from deit.runtime.typedconfig import dict_differences, to_dict
 from deit.train.checkpointing import RunDir
 from deit.train.config import ConfigError, TrainConfig
 
@@ -35,21 +34,9 @@ class RunDecision:
     error: str | None = None  # the run must not start: why, and the fix
 
 
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, dict):
-        out: dict[str, Any] = {}
-        for k, v in tree.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: tree}
-
-
 def config_differences(saved: dict, current: dict) -> list[str]:
     """``key: saved -> current`` for every setting that differs, ignoring the ones a continuation may change."""
-    a, b = _flatten(saved), _flatten(current)
-    ignored = tuple(RESUMABLE_CHANGES)
-    keys = sorted(k for k in set(a) | set(b) if not any(k == i or k.startswith(i + ".") for i in ignored))
-    return [f"{k}: {a.get(k, '<unset>')!r} -> {b.get(k, '<unset>')!r}" for k in keys if a.get(k) != b.get(k)]
+    return dict_differences(saved, current, RESUMABLE_CHANGES)
 
 
 def move_aside(root: Path) -> Path:
@@ -96,13 +83,7 @@ def open_run(root: Path, cfg: TrainConfig, env: DistEnv, mode: str) -> tuple[Run
     """The run directory (created) and the saved training state to continue from (None: start at step 0),
     decided on rank 0 and shared with every rank; a refusal raises ConfigError on every rank."""
     run = RunDir(root)
-    decision = None
-    if env.is_main:
-        try:
-            decision = _decide(run, cfg, mode)
-        except Exception as exc:  # every rank must hear of it, or the others would wait for rank 0 forever
-            decision = RunDecision(False, error=f"cannot tell what {run.root} holds ({type(exc).__name__}: {exc})")
-    decision = broadcast_object(decision, env)
+    decision = on_main(env, lambda: _decide(run, cfg, mode))
     if decision.error:
         raise ConfigError(decision.error)
     if env.is_main:

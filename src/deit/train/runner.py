@@ -96,6 +96,9 @@ def _banner(cfg: TrainConfig, env: DistEnv, run: RunDir, parts: RunComponents, r
     n_params = sum(q.numel() for q in parts.model.parameters())
     lr, total_batch = parts.lr, parts.total_batch
     notes = [note for note in (data.train_set.note, data.val_set.note) if note]
+    if parts.teacher is not None and parts.teacher.adapter is not None:
+        notes.append(parts.teacher.adapter.describe())
+    notes += parts.notes
     _say(
         env,
         "resolved config:",
