@@ -8,6 +8,9 @@ import pytest
 
 from deit.cli import main
 from deit.reproduce import ROWS, aggregate, load_rows
+from deit.reproduce.methods import get_method
+from deit.reproduce.regime import Regime
+from deit.reproduce.runs import run_method
 
 
 @pytest.mark.slow
@@ -32,6 +35,19 @@ def test_tiny_study_writes_every_row_and_file(tmp_path, capsys):
         cfg = (run / "config.yaml").read_text()
         assert "train_per_class: 3" in cfg and "epochs: 1\n" in cfg
     assert "token: cls" in (out / "runs" / "seed0" / "deit-cls-hard" / "config.yaml").read_text()
+    # The distilled students read the seed's teacher-output cache (the teacher ran once for all four of them) and
+    # end as they would have with the live teacher.
+    for method in ("deit-cls-soft", "deit-cls-hard", "deit-dist-hard", "deit-dist-soft"):
+        assert "read from the cache" in (out / "runs" / "seed0" / method / "train.log").read_text()
+    assert (out / "runs" / "seed0" / "teacher-cache" / "cache.json").is_file()
+    saved = json.loads((out / "study.json").read_text())["regime"]
+    regime = Regime(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
+    for method in ("deit-dist-soft", "deit-cls-hard"):
+        live = run_method(get_method(method), regime, seed=0, epochs=1, run_dir=tmp_path / f"live-{method}",
+                          teacher_checkpoint=out / "runs" / "seed0" / "teacher" / "last.safetensors")
+        cached = [r for r in rows if r["method"].startswith(method)]
+        assert [{k: r[k] for k in ("method", "top1", "top5", "agreement")} for r in live.rows] == \
+            [{k: r[k] for k in ("method", "top1", "top5", "agreement")} for r in cached]
 
     md = (out / "table.md").read_text()
     summaries = aggregate(rows)

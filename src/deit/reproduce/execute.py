@@ -1,8 +1,9 @@
 """Running the study's training runs, one after another or several at once in worker processes.
 
-A study is a set of chains: a teacher run, then the student runs that distil from it (they may start once the
-teacher has finished). With one worker the runs go in order, in this process. With several, each run is a job in a
-pool of spawned processes: teachers first, each chain's students queued the moment its teacher finishes. A run is
+A study is a set of chains: a teacher run, then the teacher-output cache of the students' data stream (built from
+that teacher), then the student runs that distil from it (they may start once the cache is built). With one
+worker the runs go in order, in this process. With several, each run is a job in a pool of spawned processes:
+teachers first, each chain's next stage queued the moment its previous one finishes. A run is
 fully determined by its config (seeded data order, initial weights and augmentation; one torch thread per run by
 the digits presets), so the results do not depend on the number of workers or on which run finishes first.
 """
@@ -29,12 +30,27 @@ class Job:
     regime: Regime
     teacher_checkpoint: Path | None = None  # the students': their teacher's last.safetensors
     resume: bool = False  # continue the run directory's saved training state, if it has one
+    teacher_cache: Path | None = None  # the students' teacher-output cache (the cache job: what it builds)
+
+    @property
+    def is_cache(self) -> bool:
+        return self.method == CACHE_JOB
+
+
+CACHE_JOB = "teacher-cache"  # a Job's method for building a chain's teacher-output cache
 
 
 @dataclass
 class Chain:
-    teacher: Job | None  # None: already trained (a resumed study), the students may start at once
+    teacher: Job | None  # None: already trained (a resumed study)
     students: Sequence[Job] = field(default_factory=tuple)
+    cache: Job | None = None  # built after the teacher, before the students; None: none (or already built)
+
+    def stages(self) -> list[list[Job]]:
+        """The chain's jobs in the order they may run: each stage starts when the previous one has finished."""
+        stages = [[self.teacher]] if self.teacher else []
+        stages += [[self.cache]] if self.cache else []
+        return stages + ([list(self.students)] if self.students else [])
 
 
 @dataclass
@@ -48,10 +64,15 @@ class JobResult:
 def run_job(job: Job) -> JobResult:
     """Train and evaluate one run (in this process or in a worker); the teacher for the students' agreement is
     read from its checkpoint."""
-    from deit.reproduce.runs import run_method
+    from deit.reproduce.runs import build_teacher_cache, run_method
 
+    if job.is_cache:
+        seconds, marks = build_teacher_cache(job.regime, seed=job.seed, epochs=job.epochs, output=job.run_dir,
+                                             teacher_checkpoint=job.teacher_checkpoint)
+        return JobResult(job, [], seconds, marks)
     outcome = run_method(get_method(job.method), job.regime, seed=job.seed, epochs=job.epochs, run_dir=job.run_dir,
-                         teacher_checkpoint=job.teacher_checkpoint, resume=job.resume)
+                         teacher_checkpoint=job.teacher_checkpoint, teacher_cache=job.teacher_cache,
+                         resume=job.resume)
     return JobResult(job, outcome.rows, outcome.seconds, outcome.epoch_seconds)
 
 
@@ -76,36 +97,46 @@ def run_chains(chains: Sequence[Chain], workers: int, on_result: Callable[[JobRe
 
     if workers == 1:
         for chain in chains:
-            for job in (*([chain.teacher] if chain.teacher else []), *chain.students):
-                done(run_job(job))
+            for stage in chain.stages():
+                for job in stage:
+                    done(run_job(job))
         return results
 
     # spawn, not fork: forking a process whose torch thread pools are already running can deadlock.
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        pending: dict[Future, tuple[Job, Chain | None]] = {}
-        for chain in chains:
-            if chain.teacher is not None:
-                pending[pool.submit(run_job, chain.teacher)] = (chain.teacher, chain)
-        for chain in chains:
-            if chain.teacher is None:
-                pending.update({pool.submit(run_job, student): (student, None) for student in chain.students})
+        pending: dict[Future, Job] = {}
+        stages = {id(chain): chain.stages() for chain in chains}
+        left: dict[int, int] = {}  # chain -> jobs of its current stage still running
+        owner: dict[int, Chain] = {}
+
+        def submit_stage(chain: Chain) -> None:
+            stage = stages[id(chain)].pop(0)
+            left[id(chain)] = len(stage)
+            for job in stage:
+                owner[id(job)] = chain
+                pending[pool.submit(run_job, job)] = job
+
+        # Teachers (first stages) before anything else: they gate everything in their chains.
+        for chain in sorted((c for c in chains if stages[id(c)]), key=lambda c: c.teacher is None):
+            submit_stage(chain)
         try:
             while pending:
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:
-                    job, chain = pending.pop(future)
+                    job = pending.pop(future)
                     try:
                         result = future.result()
                     except Exception as exc:
                         raise RuntimeError(f"run {job.run_dir} failed ({exc}); its train.log has the details") from exc
                     done(result)
-                    if chain is not None:  # a teacher finished: its students may start
-                        for student in chain.students:
-                            pending[pool.submit(run_job, student)] = (student, None)
+                    chain = owner[id(job)]
+                    left[id(chain)] -= 1
+                    if not left[id(chain)] and stages[id(chain)]:
+                        submit_stage(chain)
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)
             raise
     return results
 
 
-__all__ = ["Chain", "Job", "JobResult", "available_cpus", "run_chains", "run_job"]
+__all__ = ["CACHE_JOB", "Chain", "Job", "JobResult", "available_cpus", "run_chains", "run_job"]

@@ -2,7 +2,8 @@
 
 Cost model: a run of method kind k for E epochs takes ``per_run[k] + E * per_epoch[k]`` seconds (start-up, the
 final evaluation and plots; then one epoch of training plus the runner's per-epoch validation). Soft and hard
-distillation cost the same, so four kinds cover the six methods: the teacher, DeiT without a distillation token,
+distillation cost the same, so four kinds cover the six methods (plus the teacher-output cache each seed builds
+for its distilled students, which then do not run the teacher): the teacher, DeiT without a distillation token,
 with a teacher on the class token, and with a distillation token. The calibration measures both numbers by
 running each kind for a few epochs through the same code path as the study (``runs.run_method``), on the same
 data: per_epoch from the runner's per-epoch timestamps, per_run as the rest of the wall time.
@@ -27,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from deit.reproduce.execute import CACHE_JOB
 from deit.reproduce.methods import METHODS, Method, get_method
 from deit.reproduce.regime import Regime
 
@@ -84,8 +86,11 @@ def study_seconds(costs: dict[str, Cost], methods: Sequence[Method], num_seeds: 
 
     teacher = [m for m in methods if m.is_teacher]
     students = [seconds(m) for m in methods if not m.is_teacher]
-    chain = (seconds(teacher[0]) if teacher else 0.0, students)
-    return makespan([chain] * num_seeds, workers)
+    first = seconds(teacher[0]) if teacher else 0.0
+    cache = costs.get(CACHE_JOB)
+    if cache is not None and any(m.token for m in methods):  # the seed's teacher-output cache, before its students
+        first += cache.per_run + student_epochs * cache.per_epoch
+    return makespan([(first, students)] * num_seeds, workers)
 
 
 def plan_epochs(costs: dict[str, Cost], regime: Regime, num_seeds: int, budget_seconds: float,
@@ -143,13 +148,15 @@ def calibrate(regime: Regime, root: Path, seed: int = 0, log: Callable[[str], No
         kinds.setdefault(m.cost_kind, m)
     teacher = next(m for m in kinds.values() if m.is_teacher)
     teacher_job = Job(teacher.name, seed, CALIBRATION_EPOCHS, root / teacher.cost_kind, regime)
-    students = [Job(m.name, seed, CALIBRATION_EPOCHS, root / kind, regime,
-                    teacher_checkpoint=teacher_job.run_dir / "last.safetensors")
+    checkpoint = teacher_job.run_dir / "last.safetensors"
+    cache = Job(CACHE_JOB, seed, CALIBRATION_EPOCHS, root / CACHE_JOB, regime, teacher_checkpoint=checkpoint)
+    students = [Job(m.name, seed, CALIBRATION_EPOCHS, root / kind, regime, teacher_checkpoint=checkpoint,
+                    teacher_cache=cache.run_dir if m.token else None)
                 for kind, m in kinds.items() if not m.is_teacher]
     costs: dict[str, Cost] = {}
 
     def measured(result: JobResult) -> None:
-        kind = get_method(result.job.method).cost_kind
+        kind = CACHE_JOB if result.job.is_cache else get_method(result.job.method).cost_kind
         marks = result.epoch_seconds
         # The first epoch carries one-off costs (first calls, allocations): time the later ones.
         per_epoch = (marks[-1] - marks[0]) / (len(marks) - 1) if len(marks) > 1 else marks[0]
@@ -157,7 +164,7 @@ def calibrate(regime: Regime, root: Path, seed: int = 0, log: Callable[[str], No
                            per_run=round(max(0.0, result.seconds - len(marks) * per_epoch), 3))
         log(f"calibration {kind}: {per_epoch:.2f} s/epoch + {costs[kind].per_run:.1f} s/run")
 
-    run_chains([Chain(teacher_job, students)], workers, measured)
+    run_chains([Chain(teacher_job, students, cache)], workers, measured)
     return costs, time.perf_counter() - start
 
 

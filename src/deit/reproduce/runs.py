@@ -22,7 +22,7 @@ from deit.data import build_loader
 from deit.inference.evaluation import evaluate
 from deit.inference.teacher import Teacher
 from deit.models.contract import has_two_heads
-from deit.reproduce.methods import HEADS, Method
+from deit.reproduce.methods import HEADS, METHODS, Method
 from deit.reproduce.regime import Regime
 from deit.runtime.distributed import DistEnv
 from deit.train.config import TrainConfig
@@ -39,8 +39,9 @@ class RunOutcome:
 
 
 def method_config(method: Method, regime: Regime, *, seed: int, epochs: int, run_dir: Path,
-                  teacher_checkpoint: Path | None = None) -> TrainConfig:
-    """The full training config of ``method``: preset, then the regime, the method, and this run's settings."""
+                  teacher_checkpoint: Path | None = None, teacher_cache: Path | None = None) -> TrainConfig:
+    """The full training config of ``method``: preset, then the regime, the method, and this run's settings.
+    ``teacher_cache``: the seed's teacher-output cache, which the distilled students read instead of the teacher."""
     overrides = [*regime.data_overrides()]
     if not method.is_teacher:
         # The regime's student overrides (where the user's --set/--student-set end up) come after the method's:
@@ -52,6 +53,8 @@ def method_config(method: Method, regime: Regime, *, seed: int, epochs: int, run
             raise ValueError(f"{method.name} distils from a teacher: give its checkpoint")
         else:
             overrides.append(f"teacher.checkpoint={teacher_checkpoint}")
+            if teacher_cache is not None:
+                overrides.append(f"distillation.teacher_cache={teacher_cache}")
     # eval_every=0: the runner validates after the last epoch only (the study evaluates every head itself; at a
     # few hundred training images per-epoch validation would cost about as much as the training).
     overrides += [f"name={method.name}", f"seed={seed}", f"epochs={epochs}", f"output_dir={run_dir}",
@@ -102,6 +105,24 @@ def train_quietly(cfg: TrainConfig, resume: bool = False):
                 f.write(buf.getvalue())
 
 
+def build_teacher_cache(regime: Regime, *, seed: int, epochs: int, output: Path, teacher_checkpoint: Path,
+                        quiet: bool = True) -> tuple[float, list[float]]:
+    """The seed's teacher-output cache: the students' common data stream through its teacher, logits kept (they
+    serve the soft and the hard students alike); returns (seconds, cumulative seconds after each epoch's part)."""
+    from deit.train.cache_build import BuildOptions, build_cache
+
+    start = time.perf_counter()
+    student = next(m for m in METHODS if m.distillation == "soft")
+    cfg = method_config(student, regime, seed=seed, epochs=epochs, run_dir=output.parent / "unused",
+                        teacher_checkpoint=teacher_checkpoint)
+    marks: list[float] = []
+    options = BuildOptions(outputs="logits", progress=False,
+                           on_part=lambda epoch, rank: marks.append(time.perf_counter() - start))
+    with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
+        build_cache(cfg, output, options)
+    return time.perf_counter() - start, marks
+
+
 def epoch_seconds(run_dir: Path) -> list[float]:
     """The runner's cumulative seconds at each epoch's end (from metrics.jsonl)."""
     out = []
@@ -113,14 +134,14 @@ def epoch_seconds(run_dir: Path) -> list[float]:
 
 
 def run_method(method: Method, regime: Regime, *, seed: int, epochs: int, run_dir: Path,
-               teacher: nn.Module | None = None, teacher_checkpoint: Path | None = None, resume: bool = False
-               ) -> RunOutcome:
+               teacher: nn.Module | None = None, teacher_checkpoint: Path | None = None,
+               teacher_cache: Path | None = None, resume: bool = False) -> RunOutcome:
     """Train ``method`` for ``epochs`` in ``run_dir`` and evaluate it; ``teacher`` (the frozen module of
     ``teacher_checkpoint``, read from it when not given) gives the agreement of every student. ``resume``:
     continue from the run directory's saved training state (an interrupted study), bit-exact."""
     start = time.perf_counter()
     cfg = method_config(method, regime, seed=seed, epochs=epochs, run_dir=run_dir,
-                        teacher_checkpoint=teacher_checkpoint)
+                        teacher_checkpoint=teacher_checkpoint, teacher_cache=teacher_cache)
     if teacher is None and teacher_checkpoint is not None and not method.is_teacher:
         from deit.checkpoints import load_checkpoint
 
@@ -134,6 +155,7 @@ def run_method(method: Method, regime: Regime, *, seed: int, epochs: int, run_di
 
 __all__ = [
     "RunOutcome",
+    "build_teacher_cache",
     "epoch_seconds",
     "evaluate_heads",
     "head_row",

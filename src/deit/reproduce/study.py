@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from deit.reproduce.execute import Chain, Job, JobResult, available_cpus, run_chains
+from deit.reproduce.execute import CACHE_JOB, Chain, Job, JobResult, available_cpus, run_chains
 from deit.reproduce.methods import METHODS, ROWS
 from deit.reproduce.plan import Cost, Plan, calibrate, fixed_plan, plan_epochs
 from deit.reproduce.regime import DEFAULT_REGIME, Regime
@@ -171,25 +171,17 @@ def _run(out: Path, meta: dict, plan: Plan, regime: Regime, workers: int, done: 
         atomic_write_text(files["study"], json.dumps(meta, indent=1) + "\n")
 
     save_meta()
-    chains = []
-    for seed in seeds:
-        seed_dir = out / "runs" / f"seed{seed}"
-        teacher = Job("teacher", seed, plan.teacher_epochs, seed_dir / "teacher", regime, resume=resume)
-        # The students distil from the last epoch's weights: choosing the best epoch would look at val.
-        students = [Job(m.name, seed, plan.student_epochs, seed_dir / m.name, regime, resume=resume,
-                        teacher_checkpoint=teacher.run_dir / "last.safetensors")
-                    for m in METHODS if not m.is_teacher and (seed, m.name) not in done]
-        if (seed, "teacher") in done:
-            if students:
-                chains.append(Chain(None, students))
-        else:
-            chains.append(Chain(teacher, students))
+    chains = [_chain(out / "runs" / f"seed{seed}", seed, plan, regime, done, resume) for seed in seeds]
+    chains = [c for c in chains if c.stages()]
     order = {(seed, m.name): i for i, (seed, m) in enumerate((s, m) for s in seeds for m in METHODS)}
 
     def all_rows() -> list[dict]:
         return [row for key in sorted(done, key=order.__getitem__) for row in done[key]]
 
     def record(result: JobResult) -> None:
+        if result.job.is_cache:
+            log(f"seed {result.job.seed}: teacher-output cache for the students built ({result.seconds:.0f} s)")
+            return
         done[(result.job.seed, result.job.method)] = result.rows
         atomic_write_text(files["results"], json.dumps(all_rows(), indent=1) + "\n")  # partial results survive
         save_meta()
@@ -210,6 +202,20 @@ def _run(out: Path, meta: dict, plan: Plan, regime: Regime, workers: int, done: 
     planned = f"planned {plan.predicted_seconds / 60:.1f} min, " if plan.costs else ""
     log(f"{planned}actual {seconds / 60:.1f} min; files in {out}")
     return StudyResult(rows, plan, seconds, text, files)
+
+
+def _chain(seed_dir: Path, seed: int, plan: Plan, regime: Regime, done: dict, resume: bool) -> Chain:
+    """A seed's jobs not done yet: its teacher, the teacher-output cache of the students' (common) data stream,
+    the students, which read the cache instead of running the teacher."""
+    teacher = Job("teacher", seed, plan.teacher_epochs, seed_dir / "teacher", regime, resume=resume)
+    # The students distil from the last epoch's weights: choosing the best epoch would look at val.
+    checkpoint = teacher.run_dir / "last.safetensors"
+    cache = Job(CACHE_JOB, seed, plan.student_epochs, seed_dir / "teacher-cache", regime, teacher_checkpoint=checkpoint)
+    students = [Job(m.name, seed, plan.student_epochs, seed_dir / m.name, regime, resume=resume,
+                    teacher_checkpoint=checkpoint, teacher_cache=cache.run_dir if m.token else None)
+                for m in METHODS if not m.is_teacher and (seed, m.name) not in done]
+    distilled = any(job.teacher_cache for job in students)
+    return Chain(None if (seed, "teacher") in done else teacher, students, cache if distilled else None)
 
 
 def load_rows(path: str | Path) -> list[dict]:

@@ -44,6 +44,7 @@ class BuildOptions:
     batch_size: int | None = None  # the teacher's batch; None: the run's per-device batch (identical outputs)
     world_size: int = 1  # the student run's world size (its stream depends on it)
     progress: bool = True
+    on_part: Callable[[int, int], None] | None = None  # called with (epoch, rank) after each part is written
 
 
 def student_preprocessing(cfg: TrainConfig) -> Preprocessing:
@@ -158,6 +159,8 @@ def _build(cfg: TrainConfig, root: Path, opts: BuildOptions, env: DistEnv, log: 
     mixup = build_mixup(cfg.data, len(train_set.classes))
     for epoch, rank in parts:
         _fill_part(root, meta, cfg, loaders[rank], mixup, teacher, epoch, rank, env, bar.update)
+        if opts.on_part is not None:
+            opts.on_part(epoch, rank)
     bar.close()
     barrier(env)
     return meta
