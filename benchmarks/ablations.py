@@ -104,20 +104,20 @@ def training_ideas(batch: int, repeats: int) -> None:
     teacher = build_teacher("regnety_002", 1000, CPU)
     criterion = DistillationLoss(nn.CrossEntropyLoss(label_smoothing=0.1), teacher, "hard")
     logits = criterion.teacher_logits(x)
-    step = make_step(model, model.forward_heads, criterion, x, y, logits, "fp32")
+    step = make_step(model, model.forward_heads, criterion, x, y, lambda: logits, "fp32")
     compare(f"{name} train step: permute+contiguous q/k/v split", step, step, batch, repeats,
             lambda: patched(vit_blocks.Attention, "split_heads", permute_split))
     compare(f"{name} train step: math attention instead of SDPA", step, step, batch, repeats,
             lambda: patched(vit_blocks.Attention, "attend", math_attend))
 
     nchw = create_model("regnety_002").eval()
-    nchw.load_state_dict(teacher.state_dict())
+    nchw.load_state_dict(teacher.module.state_dict())
 
     def teacher_fwd(module: nn.Module) -> Callable[[], None]:
         return lambda: _inference(module, x)
 
-    compare("regnety_002 teacher forward: NCHW instead of channels-last", teacher_fwd(teacher), teacher_fwd(nchw),
-            batch, repeats)
+    compare("regnety_002 teacher forward: NCHW instead of channels-last", teacher_fwd(teacher.module),
+            teacher_fwd(nchw), batch, repeats)
 
 
 def main() -> None:

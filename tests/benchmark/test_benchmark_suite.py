@@ -35,7 +35,7 @@ def result():
 
 def test_every_task_gives_rows_with_the_documented_keys(result):
     header, rows = result
-    assert {r.task for r in rows} == {"gemm", "inference", "train", "train+teacher", "data"}
+    assert {r.task for r in rows} == {"gemm", "inference", "train", "train+teacher", "train+cache", "data"}
     assert header["device"] and header["torch"] == torch.__version__
     payload = json.loads(to_json(rows, header))
     for row in payload["rows"]:
@@ -48,8 +48,8 @@ def test_every_task_gives_rows_with_the_documented_keys(result):
 
 def test_model_rows_compare_with_the_hf_twin_of_the_same_weights(result):
     _, rows = result
-    compared = [r for r in rows if r.task in ("inference", "train", "train+teacher")]
-    assert len(compared) == 3
+    compared = [r for r in rows if r.task in ("inference", "train", "train+teacher", "train+cache")]
+    assert len(compared) == 4
     for r in compared:
         assert r.peer in ("hf-eager", "hf-sdpa") and set(r.peer_variants_img_s) == {"hf-eager", "hf-sdpa"}
         assert r.ratio == pytest.approx(r.ours_img_s / r.peer_img_s)
@@ -58,6 +58,9 @@ def test_model_rows_compare_with_the_hf_twin_of_the_same_weights(result):
         assert r.ours_pct_of_gemm == pytest.approx(100 * r.ours_gflops / r.gemm_gflops)
     train = next(r for r in rows if r.task == "train+teacher")
     assert train.gflop_per_image > next(r for r in rows if r.task == "train").gflop_per_image  # teacher counted
+    cached = next(r for r in rows if r.task == "train+cache")  # teacher outputs read from disk: not counted
+    assert cached.gflop_per_image == next(r for r in rows if r.task == "train").gflop_per_image
+    assert "teacher-output cache" in cached.note
     assert train.ours_peak_mem_mb is not None and train.peer_peak_mem_mb is not None
     assert "ratio" in format_table(rows, result[0])
 

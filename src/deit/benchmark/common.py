@@ -14,7 +14,7 @@ from deit.benchmark.report import Row
 from deit.benchmark.timing import Samples
 from deit.models import create_model, measure
 
-TASKS: tuple[str, ...] = ("gemm", "inference", "train", "train+teacher", "data")
+TASKS: tuple[str, ...] = ("gemm", "inference", "train", "train+teacher", "train+cache", "data")
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ FLOPS_CONVENTION = "FLOPs = 2 x gmacs_total (Linear+Conv+attention matmuls+Layer
 class Row:
     """One measured figure: ours against the peer where there is one. Times are medians over alternating rounds."""
 
-    task: str  # gemm | inference | train | train+teacher | data
+    task: str  # gemm | inference | train | train+teacher | train+cache | data
     model: str
     batch: int | None
     dtype: str

@@ -31,7 +31,7 @@ def quick_config(config: BenchmarkConfig) -> BenchmarkConfig:
         repeats=min(config.repeats, 3),
         train_repeats=min(config.train_repeats, 2),
         data_images=min(config.data_images, 40),
-        tasks=tuple(t for t in config.tasks if t != "train+teacher"),
+        tasks=tuple(t for t in config.tasks if t not in ("train+teacher", "train+cache")),
     )
 
 
@@ -85,11 +85,11 @@ def run_benchmark(config: BenchmarkConfig, progress: Callable[[str], None] | Non
                 for batch in config.batch_sizes:
                     say(f"inference {name} batch {batch}")
                     rows.append(bench_inference(name, batch, config, device, peer))
-        for task in ("train", "train+teacher"):
+        for task in ("train", "train+teacher", "train+cache"):
             if task in config.tasks:
                 for name in config.train_models:
                     say(f"{task} {name} batch {config.train_batch_size}")
-                    rows.append(bench_training(name, config, device, peer, with_teacher=task == "train+teacher"))
+                    rows.append(bench_training(name, config, device, peer, task))
         if "data" in config.tasks:
             say("data")
             rows.append(bench_data(config))

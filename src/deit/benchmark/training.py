@@ -1,14 +1,19 @@
 """Training step: forward + distillation loss + backward + AdamW, ours against HF's twin with the same weights.
 
 Both models get the same step: the project's ``DistillationLoss`` (hard distillation, label smoothing 0.1 on the
-class head) and ``build_optimizer``'s AdamW with the recipe's parameter groups. ``train`` feeds precomputed teacher
-logits (the teacher's cost excluded); ``train+teacher`` runs the frozen RegNetY teacher inside every step, in
-channels-last memory format.
+class head) and ``build_optimizer``'s AdamW with the recipe's parameter groups. Where the teacher's outputs come
+from is the task: ``train`` feeds precomputed teacher logits (the teacher's cost excluded, an upper bound);
+``train+teacher`` runs the frozen RegNetY teacher inside every step (``deit.inference.teacher.Teacher``:
+channels-last, inference mode, its dtype); ``train+cache`` reads them from a teacher-output cache on disk every
+step (``deit.train.teacher_cache.CachedTeacher``: memory-mapped part, decoded), as a run with
+``distillation.teacher_cache`` does.
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -28,12 +33,17 @@ from deit.benchmark.memory import peak_memory_mb
 from deit.benchmark.peers import load_twins
 from deit.benchmark.report import Row
 from deit.benchmark.timing import race
+from deit.inference.teacher import Teacher
 from deit.models import create_model
 from deit.train.config import OptimConfig
 from deit.train.loss import DistillationLoss
 from deit.train.optim import build_optimizer
+from deit.train.teacher_cache import CachedTeacher, CacheMeta, encode, write_meta, write_part
 
 OURS, GEMM = "ours", "gemm"
+
+
+TEACHER_TASKS = {"train": "precomputed", "train+teacher": "live", "train+cache": "cache"}
 
 
 def make_step(
@@ -42,15 +52,17 @@ def make_step(
     criterion: DistillationLoss,
     x: torch.Tensor,
     target: torch.Tensor,
-    teacher_logits: torch.Tensor | None,
+    teacher_logits: Callable[[], torch.Tensor | None],
     dtype: str,
 ) -> Callable[[], None]:
-    """One optimisation step on a fixed batch (``teacher_logits=None``: the loss runs the teacher)."""
+    """One optimisation step on a fixed batch; ``teacher_logits()`` gives the teacher's outputs for it (None:
+    the loss runs its teacher)."""
     optimizer = build_optimizer(OptimConfig(), model, lr=5e-4)
 
     def step() -> None:
+        logits = teacher_logits()
         with autocast(x.device, dtype):
-            loss = criterion(x, forward(x), target, teacher_logits=teacher_logits)
+            loss = criterion(x, forward(x), target, teacher_logits=logits)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -58,12 +70,26 @@ def make_step(
     return step
 
 
-def build_teacher(name: str, num_classes: int, device: torch.device) -> nn.Module:
-    """The RegNetY teacher for ``num_classes``, channels-last (its convolutions run faster so; RESULTS.md)."""
-    return create_model(name, num_classes=num_classes).to(device).to(memory_format=torch.channels_last)
+def build_teacher(name: str, num_classes: int, device: torch.device, dtype: str = "fp32") -> Teacher:
+    """The frozen RegNetY teacher for ``num_classes``, as training runs it (channels-last, its convolutions run
+    faster so: RESULTS.md; bf16 weights when the benchmark runs in bf16)."""
+    module = create_model(name, num_classes=num_classes).to(device)
+    return Teacher(module, "bfloat16" if dtype == "bf16" else "float32")
 
 
-def bench_training(name: str, config: BenchmarkConfig, device: torch.device, peer: bool, with_teacher: bool) -> Row:
+def cached_outputs(teacher: Teacher, x: torch.Tensor, root: Path) -> Callable[[], torch.Tensor]:
+    """A one-part teacher-output cache (hard distillation: argmax records) of ``teacher`` on ``x`` under ``root``,
+    and a function reading the batch back from it the way a training run does."""
+    logits = teacher(x)
+    meta = CacheMeta(key={}, outputs="argmax", storage="float32", num_classes=logits.shape[1], epochs=1, ranks=1,
+                     batch_size=x.shape[0], batches=1, teacher_batch_size=x.shape[0], filled_by="build")
+    write_meta(root, meta)
+    write_part(root, meta, 0, 0, encode(meta, logits))
+    source = CachedTeacher(root, meta, rank=0)
+    return lambda: source.logits(x, 0, 0)  # a slice of the memory-mapped part, decoded on x's device
+
+
+def bench_training(name: str, config: BenchmarkConfig, device: torch.device, peer: bool, task: str = "train") -> Row:
     batch = config.train_batch_size
     model = build(name, config, device).train()
     if not getattr(model, "distilled", False):
@@ -75,9 +101,17 @@ def bench_training(name: str, config: BenchmarkConfig, device: torch.device, pee
     generator = torch.Generator(device=device).manual_seed(0)
     x = torch.randn(batch, 3, size, size, device=device, generator=generator)
     target = torch.randint(0, model.num_classes, (batch,), device=device, generator=generator)
-    teacher = build_teacher(config.teacher_name, model.num_classes, device)
+    mode = TEACHER_TASKS[task]
+    teacher = build_teacher(config.teacher_name, model.num_classes, device, config.dtype)
     criterion = DistillationLoss(nn.CrossEntropyLoss(label_smoothing=0.1), teacher, "hard")
-    teacher_logits = None if with_teacher else criterion.teacher_logits(x)
+    scratch = tempfile.TemporaryDirectory(prefix="deit-bench-cache-")
+    if mode == "live":
+        teacher_logits: Callable[[], torch.Tensor | None] = lambda: None  # noqa: E731
+    elif mode == "cache":
+        teacher_logits = cached_outputs(teacher, x, Path(scratch.name))
+    else:
+        fixed = criterion.teacher_logits(x)
+        teacher_logits = lambda: fixed  # noqa: E731
 
     def step_of(module: nn.Module, forward: Callable[[torch.Tensor], object]) -> Callable[[], None]:
         return make_step(module, maybe_compile(forward, config), criterion, x, target, teacher_logits, config.dtype)
@@ -101,14 +135,16 @@ def bench_training(name: str, config: BenchmarkConfig, device: torch.device, pee
     contenders[GEMM] = gemm_fn
     samples = race(contenders, device, config.train_repeats, 0, min_sample_s=0.2 if device.type == "cuda" else 0)
 
+    scratch.cleanup()
     gflop = 3 * forward_gflop(name, size, model_overrides(config))
-    if with_teacher:
+    if mode == "live":
         gflop += forward_gflop(config.teacher_name, size, {"num_classes": model.num_classes})
+    how = {"live": "run in every step", "cache": "outputs read from a teacher-output cache every step",
+           "precomputed": "logits precomputed"}[mode]
     row = Row(
-        task="train+teacher" if with_teacher else "train", model=name, batch=batch, dtype=config.dtype,
-        device=device.type, compile=config.compile, gflop_per_image=gflop, ours_peak_mem_mb=memory[OURS][0],
-        memory=memory[OURS][1],
-        note=f"teacher {config.teacher_name}: {'run in every step' if with_teacher else 'logits precomputed'}",
+        task=task, model=name, batch=batch, dtype=config.dtype, device=device.type, compile=config.compile,
+        gflop_per_image=gflop, ours_peak_mem_mb=memory[OURS][0], memory=memory[OURS][1],
+        note=f"teacher {config.teacher_name}: {how}",
     )
     fill_figures(row, samples, OURS, [t.label for t in twins], (GEMM, gemm_flop), device)
     if twins:
@@ -117,4 +153,4 @@ def bench_training(name: str, config: BenchmarkConfig, device: torch.device, pee
     return row
 
 
-__all__ = ["bench_training", "build_teacher", "make_step"]
+__all__ = ["TEACHER_TASKS", "bench_training", "build_teacher", "cached_outputs", "make_step"]

@@ -33,7 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--img-size", type=int, default=None, help="input resolution (default: each model's own)")
     p.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS), help="what to measure (default: all)")
     p.add_argument("--teacher", default=None,
-                   help="teacher of the training step (default: regnety_002 on CPU, regnety_160 on CUDA)")
+                   help="teacher of train+teacher and train+cache, e.g. regnety_160 (the paper's RegNetY-16GF; "
+                        "default: regnety_002 on CPU, regnety_160 on CUDA)")
     p.add_argument("--repeats", type=int, default=5, help="timed rounds per inference figure (default 5)")
     p.add_argument("--train-repeats", type=int, default=3, help="timed rounds per training figure (default 3)")
     p.add_argument("--threads", type=int, default=2,
