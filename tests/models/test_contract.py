@@ -28,7 +28,10 @@ SMALL = {
          {"patch_size": 8, "embed_dim": 64, "depth": 1, "num_heads": 1, "head_mode": "cls"}, 32),
     ],
     "regnet": [("regnety_002", {}, 64)],
-    "resnet": [("resnet_digits", {}, 16), ("resnet18", {"widths": (8, 16, 16, 16)}, 64)],
+    "resnet": [("resnet_digits", {}, 16), ("resnet18", {"widths": (8, 16, 16, 16)}, 64),
+               ("resnet18_cifar", {"widths": (8, 8, 16, 16)}, 32)],
+    "resnet9": [("resnet9_small", {}, 32),
+                ("resnet9", {"widths": (8, 8, 16, 16), "residual": (False, True, False)}, 32)],
 }
 CASES = [(family, name, overrides, size) for family, cases in SMALL.items() for name, overrides, size in cases]
 

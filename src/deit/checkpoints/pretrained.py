@@ -8,7 +8,6 @@ cached or not. ``pretrained="/path/file"`` loads a local file in any supported l
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -22,6 +21,7 @@ from deit.checkpoints.errors import CheckpointError, DownloadError, HashMismatch
 from deit.checkpoints.loading import load_weights_adapting
 from deit.checkpoints.reading import read_checkpoint
 from deit.models.registry import ModelEntry
+from deit.runtime.downloads import file_digest, once_per_node
 
 logger = logging.getLogger("deit.checkpoints")
 
@@ -46,11 +46,7 @@ def hash_prefix_of(filename: str) -> str | None:
 
 
 def sha256_of(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_digest(path, "sha256")
 
 
 def verify_hash(path: Path, prefix: str | None, url: str) -> None:
@@ -92,39 +88,22 @@ def _ensure_cached(url: str, dst: Path, prefix: str | None) -> Path:
     return dst
 
 
-def _distributed() -> tuple[bool, int]:
-    """(process group initialised, this process is the one per node that downloads)."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
-        return False, True
-    local_rank = int(os.environ.get("LOCAL_RANK", dist.get_rank()))
-    return True, local_rank == 0
-
-
 def fetch_release(url: str) -> Path:
-    """The verified local copy of a release file, downloading it into the torch hub cache if needed."""
+    """The verified local copy of a release file, downloading it into the torch hub cache if needed (once per
+    node under torch.distributed)."""
     name = filename_of(url)
     dst = hub_checkpoint_dir() / name
     prefix = hash_prefix_of(name)
-    initialised, downloader = _distributed()
-    if not initialised:
-        return _ensure_cached(url, dst, prefix)
-    import torch.distributed as dist
 
-    if downloader:
-        try:
-            return _ensure_cached(url, dst, prefix)
-        finally:
-            dist.barrier()  # release the waiting ranks even when the download failed
-    dist.barrier()
-    if not dst.exists():
-        raise DownloadError(
-            f"rank 0 of this node could not fetch {url} into {dst} (see its error); download it by hand and pass "
-            f"pretrained='/path/to/{name}'"
-        )
-    verify_hash(dst, prefix, url)
-    return dst
+    def check() -> Path:
+        if not dst.exists():
+            raise FileNotFoundError(dst)
+        verify_hash(dst, prefix, url)
+        return dst
+
+    return once_per_node(lambda: _ensure_cached(url, dst, prefix), check, lambda: DownloadError(
+        f"rank 0 of this node could not fetch {url} into {dst} (see its error); download it by hand and pass "
+        f"pretrained='/path/to/{name}'"))
 
 
 def resolve_pretrained(entry: ModelEntry, pretrained: bool | str | os.PathLike) -> Path:

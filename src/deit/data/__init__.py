@@ -14,6 +14,7 @@ Reproducibility: a sample's augmentation depends only on (seed, epoch, its posit
 never on workers; see ``deit.data.samplers`` and ``deit.data.loader``.
 """
 
+from deit.data import download  # noqa: F401  (deit.data.download: the CIFAR archives)
 from deit.data.benchmark import benchmark_augmentation
 from deit.data.config import DATASETS, DataConfig
 from deit.data.datasets import SPLITS, ImageDataset, build_dataset

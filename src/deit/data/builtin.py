@@ -7,7 +7,8 @@
   classes), each a pure function of (split_seed, split, index): a class-specific smooth colour pattern plus
   per-sample noise, so a model can learn it. Fast and needs no files.
 - cifar10 / cifar100: the python-pickle release (``cifar-10-python.tar.gz``, ``cifar-100-python.tar.gz``) or its
-  extracted folder, from ``cfg.root``; never downloaded. train = the training batches, val = the test batch;
+  extracted folder, from ``cfg.root`` (without a root: the official archive, downloaded once into a cache
+  directory and checked against its md5, ``deit.data.download``). train = the training batches, val = the test batch;
   cifar100 uses the 100 fine labels. The pickles are read with an unpickler that only admits numpy arrays.
 """
 

@@ -14,8 +14,11 @@ from deit.models.preprocessing import INTERPOLATIONS
 DATASETS: tuple[str, ...] = ("digits", "imagefolder", "cifar10", "cifar100", "csv", "synthetic")
 ERASE_MODES: tuple[str, ...] = ("pixel", "rand", "const")
 BAD_IMAGE_POLICIES: tuple[str, ...] = ("skip", "fail")
+TRAIN_CROPS: tuple[str, ...] = ("resized", "padded")
 # Datasets read from files under `root`; the others are built in.
 FILE_DATASETS: tuple[str, ...] = ("imagefolder", "csv", "cifar10", "cifar100")
+# Read from files, but fetched (once, checked) into a cache directory when root is not given: deit.data.download.
+DOWNLOADABLE: tuple[str, ...] = ("cifar10", "cifar100")
 
 
 def _pair(name: str, value: Sequence[float]) -> tuple[float, float]:
@@ -55,6 +58,10 @@ class DataConfig:
     persistent_workers: bool = True  # only takes effect when num_workers > 0
 
     # -- per-image train augmentation
+    # "resized": RandomResizedCrop (area fraction in scale, aspect in ratio; the ImageNet recipe); "padded": pad
+    # crop_padding pixels by reflection and crop at a random offset (the small-image recipe, e.g. CIFAR)
+    train_crop: str = "resized"
+    crop_padding: int = 4
     scale: tuple[float, float] = (0.08, 1.0)
     ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0)
     hflip: float = 0.5
@@ -78,7 +85,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
-        if self.dataset in FILE_DATASETS and not self.root:
+        if self.dataset in FILE_DATASETS and self.dataset not in DOWNLOADABLE and not self.root:
             raise ValueError(f"dataset {self.dataset!r} reads files: give its root (a folder or archive path)")
         if self.root is not None:
             self.root = str(self.root)
@@ -111,6 +118,10 @@ class DataConfig:
             raise ValueError(f"smoothing must be in [0, 1), got {self.smoothing}")
         if self.train_interpolation not in INTERPOLATIONS:
             raise ValueError(f"train_interpolation must be one of {INTERPOLATIONS}, got {self.train_interpolation!r}")
+        if self.train_crop not in TRAIN_CROPS:
+            raise ValueError(f"train_crop must be one of {TRAIN_CROPS}, got {self.train_crop!r}")
+        if isinstance(self.crop_padding, bool) or not isinstance(self.crop_padding, int) or self.crop_padding < 0:
+            raise ValueError(f"crop_padding must be an integer >= 0, got {self.crop_padding!r}")
         if self.remode not in ERASE_MODES:
             raise ValueError(f"remode must be one of {ERASE_MODES}, got {self.remode!r}")
         if self.on_bad_image not in BAD_IMAGE_POLICIES:

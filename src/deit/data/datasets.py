@@ -11,10 +11,12 @@ label) raise ``DataError`` when the data set is built, before any training.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 from deit.data import builtin
 from deit.data.base import ImageDataset, SubsetDataset, per_class_subset
-from deit.data.config import FILE_DATASETS, DataConfig
+from deit.data.config import DOWNLOADABLE, FILE_DATASETS, DataConfig
+from deit.data.download import fetch_dataset
 from deit.data.folders import build_csv, build_imagefolder
 from deit.data.images import DataError
 
@@ -28,6 +30,8 @@ def build_dataset(cfg: DataConfig, split: str = "train") -> ImageDataset:
     if split == "train_rest" and cfg.train_per_class is None:
         raise ValueError("split 'train_rest' is what train_per_class leaves out: set train_per_class")
     base_split = "val" if split == "val" else "train"
+    if cfg.dataset in DOWNLOADABLE and not cfg.root:
+        cfg = replace(cfg, root=str(fetch_dataset(cfg.dataset)))  # the official archive, downloaded once
     if cfg.dataset in FILE_DATASETS and not os.path.exists(cfg.root):
         raise FileNotFoundError(f"data root {cfg.root} does not exist")
     if cfg.dataset == "imagefolder":

@@ -3,7 +3,8 @@
 Every random transform is called as ``t(x, rng)`` with a ``numpy.random.Generator``: the loader seeds one per
 sample from (seed, epoch, position in the epoch's stream), so augmentation never depends on worker scheduling.
 
-Train: RandomResizedCrop (bicubic) -> horizontal flip -> RandAugment -> to tensor -> normalise -> RandomErasing.
+Train: RandomResizedCrop (bicubic; or, for small images, a padded random crop) -> horizontal flip -> RandAugment ->
+to tensor -> normalise -> RandomErasing.
 Eval:  resize the shorter side to ``input_size / crop_pct`` -> centre crop ``input_size`` -> to tensor -> normalise.
 Sizes, crop offsets and rounding follow torchvision/timm so a model sees the same pixels as under those tools.
 """
@@ -60,6 +61,25 @@ class RandomResizedCrop:
     def __call__(self, img: Image.Image, rng: np.random.Generator) -> Image.Image:
         top, left, h, w = self.get_params(img.width, img.height, rng)
         return img.crop((left, top, left + w, top + h)).resize((self.size, self.size), self.resample)
+
+
+class PaddedRandomCrop:
+    """The small-image crop (CIFAR's standard): resize to ``size`` if needed, pad ``padding`` pixels on every side
+    by reflection, cut ``size`` x ``size`` at a uniformly random offset. Every pixel of the crop is a real one."""
+
+    def __init__(self, size: int, padding: int = 4, interpolation: str = "bilinear"):
+        self.size, self.padding = int(size), int(padding)
+        self.resample = PIL_INTERPOLATION[interpolation]
+
+    def __call__(self, img: Image.Image, rng: np.random.Generator) -> Image.Image:
+        if img.size != (self.size, self.size):
+            img = img.resize((self.size, self.size), self.resample)
+        if not self.padding:
+            return img
+        p = self.padding
+        a = np.pad(np.asarray(img), ((p, p), (p, p), (0, 0)), mode="reflect")
+        top, left = (int(v) for v in rng.integers(0, 2 * p + 1, size=2))
+        return Image.fromarray(np.ascontiguousarray(a[top:top + self.size, left:left + self.size]))
 
 
 class RandomHorizontalFlip:
@@ -182,7 +202,10 @@ def build_transform(cfg: DataConfig, train: bool, preprocessing: Preprocessing) 
     if not train:
         return Compose([ResizeShorter(preprocessing.resize_size, preprocessing.interpolation), CenterCrop(size),
                         normalize])
-    ts: list = [RandomResizedCrop(size, cfg.scale, cfg.ratio, cfg.train_interpolation)]
+    if cfg.train_crop == "padded":
+        ts: list = [PaddedRandomCrop(size, cfg.crop_padding, cfg.train_interpolation)]
+    else:
+        ts = [RandomResizedCrop(size, cfg.scale, cfg.ratio, cfg.train_interpolation)]
     if cfg.hflip > 0:
         ts.append(RandomHorizontalFlip(cfg.hflip))
     if cfg.auto_augment:

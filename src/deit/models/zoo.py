@@ -110,3 +110,24 @@ for _name, _blocks, _file, _top1 in (("resnet18", (2, 2, 2, 2), "resnet18-f37072
             description=f"torchvision {_name} (ImageNet-1k top-1 {_top1})",
         )
     )
+
+
+# ------------------------------------------------------------------------------------- teachers for 32 px images
+from deit.models import resnet9  # noqa: E402
+
+register_family(Family("resnet9", resnet9.ResNet9Config, resnet9.ResNet9, infer_config=resnet9.infer_config))
+register_model(
+    ModelEntry(
+        name="resnet18_cifar",
+        family="resnet",
+        config=resnet.ResNetConfig(widths=(64, 128, 256, 512), blocks=(2, 2, 2, 2), stem="small", num_classes=10),
+        preprocessing=resnet9.cifar_preprocessing(),
+        description="CIFAR ResNet-18: 3x3 stride-1 stem, no max-pool, 32 -> 4 px (11,173,962 params)",
+    )
+)
+for _name, _widths, _desc in (
+    ("resnet9", (64, 128, 256, 512), "ResNet-9 (Myrtle's DAWNBench CIFAR net, 6,573,120 params)"),
+    ("resnet9_small", (32, 64, 128, 256), "ResNet-9 at half width for CPU budgets (1,646,112 params)"),
+):
+    register_model(ModelEntry(name=_name, family="resnet9", config=resnet9.ResNet9Config(widths=_widths),
+                              preprocessing=resnet9.cifar_preprocessing(), description=_desc))

@@ -1,0 +1,79 @@
+"""What only a CUDA device can check (skipped without one; benchmarks/gpu_check.sh runs them on a GPU)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent / "train"))
+from train_support import tiny_overrides  # noqa: E402
+
+from deit.benchmark import BenchmarkConfig, run_benchmark  # noqa: E402
+from deit.checkpoints import save_checkpoint  # noqa: E402
+from deit.inference.teacher import Teacher  # noqa: E402
+from deit.models import create_model  # noqa: E402
+from deit.runtime.precision import resolve_amp  # noqa: E402
+from deit.train import load_config, train  # noqa: E402
+from deit.train.cache_build import BuildOptions, build_cache  # noqa: E402
+
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+GPU = torch.device("cuda")
+
+
+def _cfg(out: Path, *extra: str):
+    return load_config("digits-convnet-teacher", tiny_overrides(out, extra=("device=cuda", *extra)))
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_training_on_the_gpu(tmp_path, amp):
+    if amp == "bf16" and not torch.cuda.is_bf16_supported():
+        pytest.skip("this GPU has no bf16")
+    result = train(_cfg(tmp_path / amp, f"amp={amp}", "ema.enabled=true", "epochs=2", "save_every=3"))
+    final = result.summary["final"]
+    assert 0.0 <= final["top1"] <= 1.0 and final["loss"] == final["loss"]
+    state = torch.load(tmp_path / amp / "state.pt", weights_only=False)
+    assert (state["scaler"] is not None) == (amp == "fp16")  # fp16 keeps a grad scaler, and saves it
+    assert all(p.dtype == torch.float32 for p in result.model.parameters())
+
+
+def test_auto_picks_bf16_on_a_gpu_that_has_it():
+    want = "bf16" if torch.cuda.is_bf16_supported() else "none"
+    assert resolve_amp("auto", GPU)[0] == want
+
+
+def test_a_bf16_channels_last_teacher_agrees_with_fp32():
+    torch.manual_seed(0)
+    module = create_model("regnety_002", num_classes=10).eval()
+    x = torch.randn(16, 3, 224, 224)
+    with torch.no_grad():
+        reference = module(x).argmax(1)
+    fast = Teacher(module.to(GPU), "bfloat16" if torch.cuda.is_bf16_supported() else "float16")
+    assert fast.channels_last
+    agree = (fast(x.to(GPU)).argmax(1).cpu() == reference).float().mean()
+    assert agree >= 0.8  # random weights: logits close together, so a few flips are expected
+
+
+def test_teacher_cache_built_on_the_gpu_is_read_by_a_gpu_run(tmp_path):
+    torch.manual_seed(1)
+    teacher = tmp_path / "teacher.safetensors"
+    save_checkpoint(create_model("resnet_digits", num_classes=4, img_size=16), teacher)
+    distil = ("distillation.type=hard", f"teacher.checkpoint={teacher}", "teacher.dtype=float32")
+    build_cache(_cfg(tmp_path / "u", *distil), tmp_path / "cache", BuildOptions(progress=False))
+    cached = train(_cfg(tmp_path / "cached", *distil, f"distillation.teacher_cache={tmp_path / 'cache'}"))
+    live = train(_cfg(tmp_path / "live", *distil))
+    assert abs(cached.summary["final"]["top1"] - live.summary["final"]["top1"]) <= 0.1
+
+
+def test_benchmark_on_the_gpu_reports_mfu():
+    config = BenchmarkConfig(models=("deit_tiny_patch16_224",), train_models=("deit_tiny_distilled_patch16_224",),
+                             batch_sizes=(8,), train_batch_size=8, repeats=2, train_repeats=1, device="cuda",
+                             dtype="bf16" if torch.cuda.is_bf16_supported() else "fp32", peer=False,
+                             tasks=("gemm", "inference", "train", "train+cache"), model_overrides={"depth": 2})
+    _, rows = run_benchmark(config)
+    model_rows = [r for r in rows if r.task != "gemm"]
+    assert model_rows and all(r.ours_img_s and r.ours_img_s > 0 for r in model_rows)
+    if any(name in torch.cuda.get_device_name() for name in ("H100", "H200", "A100")):
+        assert all(r.ours_mfu_pct is not None and r.ours_mfu_pct > 0 for r in model_rows)
