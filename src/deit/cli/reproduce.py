@@ -22,11 +22,11 @@ def _epochs(text: str) -> tuple[int, int]:
     return values[0], values[1]
 
 
-def _command(args: argparse.Namespace) -> str:
+def _command(args: argparse.Namespace, regime, budget: float) -> str:
     """The command line of this study, every setting spelled out (it heads table.md)."""
-    parts = ["deit", "reproduce", "--dataset", args.dataset, "--train-per-class", str(args.train_per_class or 0),
-             "--seeds", ",".join(str(s) for s in args.seeds), "--budget-minutes", f"{args.budget_minutes:g}",
-             "--output", args.output]
+    parts = ["deit", "reproduce", "--dataset", args.dataset, *(["--root", args.root] if args.root else []),
+             "--train-per-class", str(regime.train_per_class or 0), "--seeds", ",".join(str(s) for s in args.seeds),
+             "--budget-minutes", f"{budget:g}", "--output", args.output]
     if args.workers is not None:
         parts += ["--workers", str(args.workers)]
     for flag, value in (("--epochs", args.epochs), ("--schedule", args.schedule)):
@@ -35,11 +35,13 @@ def _command(args: argparse.Namespace) -> str:
     for flag, values in (("--set", args.overrides), ("--student-set", args.student_overrides)):
         if values:
             parts += [flag, *values]
+    if not args.teacher_cache:
+        parts.append("--no-teacher-cache")
     return " ".join(shlex.quote(p) for p in parts)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from deit.reproduce.regime import DATASETS, DEFAULT_REGIME
+    from deit.reproduce.regime import CIFAR_REGIME, DATASETS, DEFAULT_REGIME
 
     r = DEFAULT_REGIME
     p = sub.add_parser(
@@ -51,13 +53,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "method's cost per epoch and the epochs are scaled to fit. Writes DIR/results.json, DIR/table.md, "
         "DIR/table.png and DIR/runs/, and prints the table with the paper's claims checked against seed noise.",
     )
-    p.add_argument("--dataset", default=r.dataset, choices=DATASETS, help="data set (default: %(default)s)")
-    p.add_argument("--train-per-class", type=int, default=r.train_per_class, metavar="N",
-                   help="training images per class, one fixed stratified subset (default: %(default)s; 0: all)")
+    p.add_argument("--dataset", default=r.dataset, choices=DATASETS,
+                   help="data set (default: %(default)s); cifar10 downloads the official archive once, imagefolder "
+                        "reads --root (e.g. the CIFAR-10 JPEGs: ROOT/train/CLASS/*.jpg, ROOT/test/CLASS/*.jpg)")
+    p.add_argument("--root", default=None, metavar="DIR", help="the data's folder or archive (imagefolder, cifar10)")
+    p.add_argument("--train-per-class", type=int, default=None, metavar="N",
+                   help=f"training images per class, one fixed stratified subset (default: digits "
+                        f"{r.train_per_class}, cifar10/imagefolder {CIFAR_REGIME.train_per_class}; 0: all)")
     p.add_argument("--seeds", type=_int_list, default=(0, 1, 2), metavar="S,S,...",
                    help="seeds, comma-separated (default: 0,1,2)")
-    p.add_argument("--budget-minutes", type=float, default=30.0, metavar="M",
-                   help="wall-clock budget for the whole study (default: %(default)s)")
+    p.add_argument("--budget-minutes", type=float, default=None, metavar="M",
+                   help=f"wall-clock budget for the whole study (default: digits {r.budget_minutes:g}, "
+                        f"cifar10/imagefolder {CIFAR_REGIME.budget_minutes:g})")
     p.add_argument("--output", default="runs/reproduce", metavar="DIR", help="output folder (default: %(default)s)")
     p.add_argument("--epochs", type=_epochs, default=None, metavar="E|T,S",
                    help="fixed epochs (all runs, or teacher,students) instead of the budget plan; no calibration "
@@ -74,28 +81,24 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="config overrides for the students only, e.g. optim.lr=1e-3")
     p.add_argument("--schedule", type=_epochs, default=None, metavar="T,S",
                    help="the target schedule (teacher,student epochs) the budget plan scales down from")
+    p.add_argument("--no-teacher-cache", dest="teacher_cache", action="store_false",
+                   help="every distilled student runs the teacher itself (default: each seed builds one "
+                        "teacher-output cache that its distilled students read)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from deit.reproduce.regime import DEFAULT_REGIME
+    from deit.reproduce.regime import default_regime
     from deit.reproduce.study import StudyConfig, resume_study, run_study
 
     if args.resume is not None:
         resume_study(args.resume, workers=args.workers)
         return 0
-    if args.train_per_class is not None and args.train_per_class < 0:
-        raise ValueError(f"--train-per-class must be >= 0 (0: all training images), got {args.train_per_class}")
-    regime = replace(DEFAULT_REGIME, dataset=args.dataset, train_per_class=args.train_per_class or None,
-                     common=(*DEFAULT_REGIME.common, *args.overrides),
-                     # --set also comes after the regime's student defaults: what the user sets wins.
-                     student=(*DEFAULT_REGIME.student, *args.overrides, *args.student_overrides))
-    if args.schedule is not None:
-        regime = replace(regime, teacher_epochs=args.schedule[0], student_epochs=args.schedule[1])
-    command = _command(args)
-    cfg = StudyConfig(output=args.output, seeds=args.seeds, budget_minutes=args.budget_minutes, regime=regime,
-                      epochs=args.epochs, command=command, workers=args.workers)
+    regime = default_regime(args.dataset, args.root).with_user_settings(
+        train_per_class=args.train_per_class, root=args.root, overrides=tuple(args.overrides),
+        student_overrides=tuple(args.student_overrides), schedule=args.schedule, teacher_cache=args.teacher_cache)
+    budget = args.budget_minutes if args.budget_minutes is not None else regime.budget_minutes
+    cfg = StudyConfig(output=args.output, seeds=args.seeds, budget_minutes=budget, regime=regime,
+                      epochs=args.epochs, command=_command(args, regime, budget), workers=args.workers)
     run_study(cfg)
     return 0

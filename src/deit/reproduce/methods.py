@@ -1,18 +1,16 @@
 """The methods of the paper's distillation study (its Table 5) and the rows each one reports.
 
-Every method is a training config: the digits convnet preset for the teacher, the digits DeiT preset for the
-students, plus the overrides below. Soft distillation uses the paper's temperature (tau 3) with the per-sample KL
-(``batchmean``, the paper's formula). Its weight follows the paper for the class token ("usual distillation",
-lambda 0.1, with the label term at 0.9) and the reference code for the distillation token (alpha 0.5: that head
-has no other signal). Hard distillation is always 1/2 label + 1/2 teacher label, as in the paper.
+Every method is a training config: the regime's convnet preset for the teacher, its DeiT preset for the students
+(``regime.PRESETS``), plus the overrides below. Soft distillation uses the paper's temperature (tau 3) with the
+per-sample KL (``batchmean``, the paper's formula). Its weight follows the paper for the class token ("usual
+distillation", lambda 0.1, with the label term at 0.9) and the reference code for the distillation token (alpha 0.5:
+that head has no other signal). Hard distillation is always 1/2 label + 1/2 teacher label, as in the paper.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-TEACHER_PRESET = "digits-convnet-teacher"
-STUDENT_PRESET = "digits-deit-distilled"
 HEADS: tuple[str, ...] = ("cls", "dist", "avg")
 
 
@@ -27,10 +25,6 @@ class Method:
     @property
     def is_teacher(self) -> bool:
         return self.name == "teacher"
-
-    @property
-    def preset(self) -> str:
-        return TEACHER_PRESET if self.is_teacher else STUDENT_PRESET
 
     @property
     def two_tokens(self) -> bool:
@@ -60,7 +54,7 @@ _SOFT_DIST = ("distillation.type=soft", "distillation.tau=3", "distillation.alph
 _HARD = ("distillation.type=hard", "distillation.alpha=0.5")
 
 METHODS: tuple[Method, ...] = (
-    Method("teacher", "convnet teacher (resnet_digits)", "none", None, ()),
+    Method("teacher", "convnet teacher", "none", None, ()),
     Method("deit-none", "DeiT, no distillation", "none", None, (_NO_TOKEN, "distillation.type=none")),
     Method("deit-cls-soft", "DeiT, usual distillation, soft", "soft", "cls",
            (_NO_TOKEN, *_SOFT_CLS, "distillation.token=cls")),
@@ -85,4 +79,4 @@ def get_method(name: str) -> Method:
     raise ValueError(f"unknown method {name!r}; the methods are {', '.join(m.name for m in METHODS)}")
 
 
-__all__ = ["HEADS", "METHODS", "ROWS", "STUDENT_PRESET", "TEACHER_PRESET", "Method", "get_method"]
+__all__ = ["HEADS", "METHODS", "ROWS", "Method", "get_method"]

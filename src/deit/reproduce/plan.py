@@ -87,7 +87,7 @@ def study_seconds(costs: dict[str, Cost], methods: Sequence[Method], num_seeds: 
     teacher = [m for m in methods if m.is_teacher]
     students = [seconds(m) for m in methods if not m.is_teacher]
     first = seconds(teacher[0]) if teacher else 0.0
-    cache = costs.get(CACHE_JOB)
+    cache = costs.get(CACHE_JOB)  # measured only when the regime builds a cache
     if cache is not None and any(m.token for m in methods):  # the seed's teacher-output cache, before its students
         first += cache.per_run + student_epochs * cache.per_epoch
     return makespan([(first, students)] * num_seeds, workers)
@@ -151,7 +151,7 @@ def calibrate(regime: Regime, root: Path, seed: int = 0, log: Callable[[str], No
     checkpoint = teacher_job.run_dir / "last.safetensors"
     cache = Job(CACHE_JOB, seed, CALIBRATION_EPOCHS, root / CACHE_JOB, regime, teacher_checkpoint=checkpoint)
     students = [Job(m.name, seed, CALIBRATION_EPOCHS, root / kind, regime, teacher_checkpoint=checkpoint,
-                    teacher_cache=cache.run_dir if m.token else None)
+                    teacher_cache=cache.run_dir if m.token and regime.teacher_cache else None)
                 for kind, m in kinds.items() if not m.is_teacher]
     costs: dict[str, Cost] = {}
 
@@ -164,7 +164,7 @@ def calibrate(regime: Regime, root: Path, seed: int = 0, log: Callable[[str], No
                            per_run=round(max(0.0, result.seconds - len(marks) * per_epoch), 3))
         log(f"calibration {kind}: {per_epoch:.2f} s/epoch + {costs[kind].per_run:.1f} s/run")
 
-    run_chains([Chain(teacher_job, students, cache)], workers, measured)
+    run_chains([Chain(teacher_job, students, cache if regime.teacher_cache else None)], workers, measured)
     return costs, time.perf_counter() - start
 
 

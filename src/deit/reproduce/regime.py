@@ -8,15 +8,22 @@ shortens both (by the same factor) when the budget does not allow them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-DATASETS: tuple[str, ...] = ("digits",)
+DATASETS: tuple[str, ...] = ("digits", "cifar10", "imagefolder")
+# The presets each data set's study builds on (imagefolder: natural images at CIFAR's size, e.g. the CIFAR-10 JPEGs).
+PRESETS: dict[str, tuple[str, str]] = {
+    "digits": ("digits-convnet-teacher", "digits-deit-distilled"),
+    "cifar10": ("cifar10-convnet-teacher", "cifar10-deit-distilled"),
+    "imagefolder": ("cifar10-convnet-teacher", "cifar10-deit-distilled"),
+}
 
 
 @dataclass(frozen=True)
 class Regime:
     dataset: str = "digits"
     train_per_class: int | None = 20  # None: the whole training split (1,200 digits)
+    root: str | None = None  # the data's folder or archive (imagefolder; cifar10 without it downloads the archive)
     teacher_epochs: int = 100
     student_epochs: int = 300
     # Overrides for every run (teacher and students): stronger crops than the presets' (area 35-100% instead of
@@ -28,20 +35,64 @@ class Regime:
     # student gains 4.9-9.2 points over five seeds (FINDINGS.md); the teacher is trained on the milder views,
     # where it is strongest.
     student: tuple[str, ...] = ("data.batch_size=32", "data.auto_augment=rand-m5-mstd0.5-inc1")
+    # Each seed's distilled students read one teacher-output cache built after the teacher (the teacher runs once
+    # over their common data stream); False: every distilled student runs the teacher itself.
+    teacher_cache: bool = True
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASETS:
             raise ValueError(f"dataset {self.dataset!r}: the study has presets for {', '.join(DATASETS)} only")
+        if self.dataset == "imagefolder" and not self.root:
+            raise ValueError("--dataset imagefolder needs --root DIR (ROOT/train/CLASS/*.jpg and a held-out folder)")
         if self.train_per_class is not None and self.train_per_class < 1:
             raise ValueError(f"train_per_class must be >= 1, got {self.train_per_class}")
         if self.teacher_epochs < 1 or self.student_epochs < 1:
             raise ValueError(f"epochs must be >= 1, got teacher {self.teacher_epochs}, student {self.student_epochs}")
 
+    @property
+    def teacher_preset(self) -> str:
+        return PRESETS[self.dataset][0]
+
+    @property
+    def student_preset(self) -> str:
+        return PRESETS[self.dataset][1]
+
     def data_overrides(self) -> list[str]:
         tpc = "null" if self.train_per_class is None else str(self.train_per_class)
-        return [f"data.dataset={self.dataset}", f"data.train_per_class={tpc}", *self.common]
+        root = [f"data.root={self.root}"] if self.root else []
+        return [f"data.dataset={self.dataset}", *root, f"data.train_per_class={tpc}", *self.common]
+
+
+    budget_minutes: float = 30.0  # the default budget of a study in this regime
+
+    def with_user_settings(self, *, train_per_class: int | None = None, root: str | None = None,
+                           overrides: tuple[str, ...] = (), student_overrides: tuple[str, ...] = (),
+                           schedule: tuple[int, int] | None = None, teacher_cache: bool = True) -> Regime:
+        """The regime with a user's command-line settings: ``train_per_class`` 0 means all images, None the
+        regime's; ``overrides`` apply to every run, after the regime's (and after its student overrides too, so
+        what the user sets wins); ``student_overrides`` to the students only."""
+        if train_per_class is not None and train_per_class < 0:
+            raise ValueError(f"--train-per-class must be >= 0 (0: all training images), got {train_per_class}")
+        tpc = self.train_per_class if train_per_class is None else (train_per_class or None)
+        teacher_epochs, student_epochs = schedule or (self.teacher_epochs, self.student_epochs)
+        return replace(self, train_per_class=tpc, root=root or self.root, teacher_cache=teacher_cache,
+                       common=(*self.common, *overrides),
+                       student=(*self.student, *overrides, *student_overrides),
+                       teacher_epochs=teacher_epochs, student_epochs=student_epochs)
 
 
 DEFAULT_REGIME = Regime()
+# Natural images at 32 px (CIFAR-10, or an image folder of such images): see the README's CIFAR-10 section.
+CIFAR_REGIME = Regime(dataset="cifar10", train_per_class=500, teacher_epochs=30, student_epochs=100, common=(),
+                      student=(), budget_minutes=60.0)
 
-__all__ = ["DATASETS", "DEFAULT_REGIME", "Regime"]
+
+def default_regime(dataset: str, root: str | None = None) -> Regime:
+    """The study's regime for ``dataset`` (digits: DEFAULT_REGIME; cifar10 and imagefolder: CIFAR_REGIME)."""
+    if dataset not in DATASETS:
+        raise ValueError(f"dataset {dataset!r}: the study has presets for {', '.join(DATASETS)} only")
+    if dataset == "digits":
+        return DEFAULT_REGIME
+    return replace(CIFAR_REGIME, dataset=dataset, root=root)
+
+__all__ = ["CIFAR_REGIME", "DATASETS", "DEFAULT_REGIME", "PRESETS", "Regime", "default_regime"]

@@ -59,7 +59,7 @@ def method_config(method: Method, regime: Regime, *, seed: int, epochs: int, run
     # few hundred training images per-epoch validation would cost about as much as the training).
     overrides += [f"name={method.name}", f"seed={seed}", f"epochs={epochs}", f"output_dir={run_dir}",
                   "progress=false", "log_every=0", "eval_every=0"]
-    return load_config(method.preset, overrides)
+    return load_config(regime.teacher_preset if method.is_teacher else regime.student_preset, overrides)
 
 
 EVAL_BATCH = 256  # evaluation only: bigger batches, fewer per-batch overheads

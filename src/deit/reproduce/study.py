@@ -211,8 +211,9 @@ def _chain(seed_dir: Path, seed: int, plan: Plan, regime: Regime, done: dict, re
     # The students distil from the last epoch's weights: choosing the best epoch would look at val.
     checkpoint = teacher.run_dir / "last.safetensors"
     cache = Job(CACHE_JOB, seed, plan.student_epochs, seed_dir / "teacher-cache", regime, teacher_checkpoint=checkpoint)
+    reads_cache = regime.teacher_cache
     students = [Job(m.name, seed, plan.student_epochs, seed_dir / m.name, regime, resume=resume,
-                    teacher_checkpoint=checkpoint, teacher_cache=cache.run_dir if m.token else None)
+                    teacher_checkpoint=checkpoint, teacher_cache=cache.run_dir if m.token and reads_cache else None)
                 for m in METHODS if not m.is_teacher and (seed, m.name) not in done]
     distilled = any(job.teacher_cache for job in students)
     return Chain(None if (seed, "teacher") in done else teacher, students, cache if distilled else None)
