@@ -95,7 +95,8 @@ def _banner(cfg: TrainConfig, env: DistEnv, run: RunDir, parts: RunComponents, r
     p, data = parts.trainer.progress, parts.data
     n_params = sum(q.numel() for q in parts.model.parameters())
     lr, total_batch = parts.lr, parts.total_batch
-    notes = [note for note in (data.train_set.note, data.val_set.note) if note]
+    # Both splits carry their layout's note; it is the same sentence, said once.
+    notes = list(dict.fromkeys(note for note in (data.train_set.note, data.val_set.note) if note))
     if parts.teacher is not None and parts.teacher.adapter is not None:
         notes.append(parts.teacher.adapter.describe())
     notes += parts.notes
