@@ -152,3 +152,10 @@ def test_two_builders_under_torchrun_split_the_epochs(tmp_path, teacher):
     for part in sorted(os.listdir(one)):
         if part.endswith(".bin"):
             assert (one / part).read_bytes() == (two / part).read_bytes(), part
+
+
+def test_sizes_are_printed_in_the_unit_that_reads():
+    from deit.train.teacher_cache import format_bytes
+
+    assert [format_bytes(n) for n in (0, 1023, 1024, 3500, 5 * 2**20, 3 * 2**29)] == [
+        "0 B", "1023 B", "1.0 KiB", "3.4 KiB", "5.0 MiB", "1.5 GiB"]

@@ -27,6 +27,7 @@ from deit.train.teacher_cache import (
     OUTPUTS,
     CacheMeta,
     encode,
+    format_bytes,
     part_state,
     read_meta,
     stream_key,
@@ -149,10 +150,13 @@ def _build(cfg: TrainConfig, root: Path, opts: BuildOptions, env: DistEnv, log: 
     parts = _plan(root, meta, cfg.epochs, env)
     total = on_main(env, lambda: sum(part_state(root, meta, e, r) != "ok" for e in range(cfg.epochs)
                                      for r in range(meta.ranks)))
-    say(f"teacher cache {root}: {meta.outputs} ({meta.storage}{f', top-{meta.top_k}' if meta.top_k else ''}) of "
-        f"{meta.num_classes} classes, {meta.bytes_per_sample} B per image-view, {meta.bytes_per_epoch / 2**20:.2f} MiB "
-        f"per epoch, {meta.bytes_per_epoch * cfg.epochs / 2**20:.1f} MiB for {cfg.epochs} epochs; {total} of "
-        f"{cfg.epochs * meta.ranks} parts to compute on {env.world_size} builder(s); {precision}")
+    # An argmax has no storage dtype worth naming; logits and top-k values do.
+    kind = meta.outputs if meta.outputs == "argmax" else (
+        f"{meta.outputs} ({meta.storage}{f', top-{meta.top_k}' if meta.top_k else ''})")
+    say(f"teacher cache {root}: {kind} of {meta.num_classes} classes, {meta.bytes_per_sample} B per image-view, "
+        f"{format_bytes(meta.bytes_per_epoch)} per epoch, {format_bytes(meta.bytes_per_epoch * cfg.epochs)} for "
+        f"{cfg.epochs} epochs; {total} of {cfg.epochs * meta.ranks} parts to compute on {env.world_size} "
+        f"builder(s); {precision}")
     if teacher.adapter is not None:
         say(teacher.adapter.describe())
     bar = _progress_bar(env, opts, len(parts) * meta.batches)

@@ -212,6 +212,16 @@ def check_compatible(root: Path, meta: CacheMeta, key: dict, distillation_type: 
                           "soft distillation needs its logits: build a cache with --outputs logits (or topk)")
 
 
+def format_bytes(n: int) -> str:
+    """``n`` bytes in the largest binary unit that keeps it at or above 1 (``512 B``, ``3.4 KiB``, ``1.2 GiB``)."""
+    size, unit = float(n), "B"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            break
+        size /= 1024
+    return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
+
+
 def describe_cache(root: str | Path) -> dict:
     """What ``deit teacher-cache info`` prints: what the cache stores, its size, the parts it has and lacks."""
     root = Path(root)
