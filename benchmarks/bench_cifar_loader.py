@@ -23,15 +23,15 @@ import torch
 
 from deit.data.datasets import build_dataset
 from deit.data.loader import build_loader
-from deit.models.preprocessing import Preprocessing
+from deit.models.resnet9 import cifar_preprocessing
 from deit.train.presets import load_config
 
 
 def loader_rate(preset: str, root: str, workers: int, batches: int) -> dict:
     cfg = load_config(preset, ["data.dataset=imagefolder", f"data.root={root}"])
     data = replace(cfg.data, num_workers=workers, persistent_workers=False, pin_memory=False)
-    pre = Preprocessing(input_size=data.img_size, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616))
-    loader = build_loader(data, "train", preprocessing=pre, dataset=build_dataset(data, "train"), seed=0)
+    loader = build_loader(data, "train", preprocessing=cifar_preprocessing(data.img_size),
+                          dataset=build_dataset(data, "train"), seed=0)
     loader.sampler.set_epoch(0)
     it = iter(loader)
     next(it)  # warm-up: worker start, page cache, lazy imports
