@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from deit.inference.evaluation import TTA_MODES
 from deit.runtime.precision import AMP_MODES
 
 
@@ -27,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--teacher-model", help="registered architecture of the teacher checkpoint, if needed")
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", default="none", choices=AMP_MODES)
+    p.add_argument("--tta", default="none", choices=TTA_MODES,
+                   help="test-time augmentation: flip averages each head's logits over the image and its mirror "
+                        "image (default: none)")
     p.add_argument("--set", dest="data_overrides", nargs="*", default=[], metavar="key=value",
                    help="data settings (e.g. img_size=32, val_fraction=0.2)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
@@ -40,14 +44,15 @@ def run(args: argparse.Namespace) -> int:
     metrics = evaluate_checkpoint(
         args.checkpoint, args.data, architecture=args.model, split=args.split, batch_size=args.batch_size,
         workers=args.workers, teacher=args.teacher, teacher_architecture=args.teacher_model, device=args.device,
-        amp=args.amp, overrides=args.data_overrides,
+        amp=args.amp, overrides=args.data_overrides, tta=args.tta,
     )
     if launched_rank() != 0:
         return 0
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
-        print(f"{args.checkpoint} on {args.data} ({args.split}, {metrics['num_samples']} images)")
+        tta = ", flip test-time augmentation" if args.tta == "flip" else ""
+        print(f"{args.checkpoint} on {args.data} ({args.split}, {metrics['num_samples']} images{tta})")
         for key, value in metrics.items():
             if key != "num_samples":
                 print(f"  {key:<14}{value:.4f}")

@@ -28,6 +28,20 @@ from deit.runtime.distributed import DistEnv, all_reduce_sum, cleanup, init_dist
 from deit.runtime.precision import autocast
 
 TeacherFn = Callable[[torch.Tensor], torch.Tensor]
+# Test-time augmentation: "flip" averages each head's logits over the image and its mirror image (as airbench
+# evaluates its CIFAR-10 nets); the teacher's prediction, for the agreement, is taken on the image as given.
+TTA_MODES: tuple[str, ...] = ("none", "flip")
+
+
+def tta_head_outputs(model: nn.Module, x: torch.Tensor, tta: str = "none") -> dict[str, torch.Tensor]:
+    """``head_outputs`` of ``x``, with ``tta="flip"`` averaged with those of ``x`` flipped left-right."""
+    if tta not in TTA_MODES:
+        raise ValueError(f"tta {tta!r}: use one of {', '.join(TTA_MODES)}")
+    heads = head_outputs(model, x)
+    if tta == "flip":
+        mirrored = head_outputs(model, x.flip(-1))
+        heads = {name: (logits + mirrored[name]) / 2 for name, logits in heads.items()}
+    return heads
 
 
 def topk_hits(logits: torch.Tensor, target: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> list[float]:
@@ -105,6 +119,7 @@ def evaluate(
     env: DistEnv | None = None,
     teacher: TeacherFn | None = None,
     amp: str = "none",
+    tta: str = "none",
 ) -> dict:
     """Loss and top-1/top-5 of every head over the whole loader, summed over ranks (each sample counted once).
 
@@ -113,6 +128,7 @@ def evaluate(
     ``top1_avg``, ``top5_avg``; with a teacher (images -> logits, e.g. a ``deit.inference.teacher.Teacher``),
     ``teacher_top1`` and ``agreement`` (the prediction's top-1 equals the teacher's), and per head
     ``agreement_cls`` ... for a two-head model. All accuracies are fractions in [0, 1]; ``num_samples`` the count.
+    ``tta`` (one of ``TTA_MODES``): test-time augmentation of the model's predictions.
     """
     env = env or DistEnv()
     was_training = model.training
@@ -124,7 +140,7 @@ def evaluate(
         x = x.to(env.device, non_blocking=True)
         y = y.to(env.device, non_blocking=True)
         with autocast(env.device, amp):
-            heads = head_outputs(model, x)
+            heads = tta_head_outputs(model, x, tta)
         tally.add_count("loss", float(F.cross_entropy(heads[main], y, reduction="sum")))
         tally.add(heads, y, teacher(x).argmax(dim=1) if teacher is not None else None)
     model.train(was_training)
@@ -155,7 +171,7 @@ def eval_loader(data: str, model: nn.Module, *, split: str = "val", batch_size: 
 def evaluate_checkpoint(checkpoint: str, data: str, *, architecture: str | None = None, split: str = "val",
                         batch_size: int = 64, workers: int = 2, teacher: str | None = None,
                         teacher_architecture: str | None = None, device: str = "auto", amp: str = "none",
-                        overrides: Sequence[str] = ()) -> dict:
+                        overrides: Sequence[str] = (), tta: str = "none") -> dict:
     """:func:`evaluate` of a checkpoint file on ``data`` (``deit eval``); under torchrun every rank calls it and
     the metrics count every sample once. A ``teacher`` checkpoint adds its top-1 and the agreement."""
     env = init_distributed(device)
@@ -164,9 +180,10 @@ def evaluate_checkpoint(checkpoint: str, data: str, *, architecture: str | None 
         loader, _ = eval_loader(data, model, split=split, batch_size=batch_size, workers=workers,
                                 overrides=overrides, distributed=(env.world_size, env.rank))
         frozen = Teacher(load_model(teacher, teacher_architecture).to(env.device)) if teacher else None
-        return evaluate(model, loader, env, frozen, amp)
+        return evaluate(model, loader, env, frozen, amp, tta)
     finally:
         cleanup(env)
 
 
-__all__ = ["HeadTally", "TeacherFn", "eval_loader", "evaluate", "evaluate_checkpoint", "head_metrics", "topk_hits"]
+__all__ = ["TTA_MODES", "HeadTally", "TeacherFn", "eval_loader", "evaluate", "evaluate_checkpoint", "head_metrics",
+           "topk_hits", "tta_head_outputs"]
