@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
+import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -76,6 +79,19 @@ def run_job(job: Job) -> JobResult:
     return JobResult(job, outcome.rows, outcome.seconds, outcome.epoch_seconds)
 
 
+def stop_with_parent(parent: int, poll_seconds: float = 1.0) -> None:
+    """Pool initializer: when the study process is gone (killed, crashed) the worker stops its run as a SIGTERM
+    would (the run saves a state at the next step and exits; ``deit reproduce --resume`` continues it) instead of
+    training on as an orphan that holds the CPUs."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_seconds)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="deit-study-watch", daemon=True).start()
+
+
 def available_cpus() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -103,7 +119,8 @@ def run_chains(chains: Sequence[Chain], workers: int, on_result: Callable[[JobRe
         return results
 
     # spawn, not fork: forking a process whose torch thread pools are already running can deadlock.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=stop_with_parent, initargs=(os.getpid(),)) as pool:
         pending: dict[Future, Job] = {}
         stages = {id(chain): chain.stages() for chain in chains}
         left: dict[int, int] = {}  # chain -> jobs of its current stage still running
@@ -139,4 +156,5 @@ def run_chains(chains: Sequence[Chain], workers: int, on_result: Callable[[JobRe
     return results
 
 
-__all__ = ["CACHE_JOB", "Chain", "Job", "JobResult", "available_cpus", "run_chains", "run_job"]
+__all__ = ["CACHE_JOB", "Chain", "Job", "JobResult", "available_cpus", "run_chains", "run_job",
+           "stop_with_parent"]
