@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from deit.reproduce import METHODS, Cost, Regime, plan_epochs
-from deit.reproduce.plan import SAFETY, makespan, study_seconds
+from deit.reproduce.plan import SAFETY, makespan, run_cost, study_seconds
 
 # teacher 1 s/epoch, every student kind 2 s/epoch, 5 s fixed per run.
 COSTS = {k: Cost(per_epoch=1.0 if k == "teacher" else 2.0, per_run=5.0)
@@ -60,3 +60,14 @@ def test_tiny_budget_still_runs_every_method_one_epoch():
     plan = plan_epochs(COSTS, REGIME, num_seeds=3, budget_seconds=10)
     assert (plan.teacher_epochs, plan.student_epochs) == (1, 1)
     assert "over budget" in plan.note
+
+
+def test_run_cost_keeps_the_last_epochs_validation_out_of_the_epoch_cost():
+    # Epochs of 15 s after a 20-s first one; the last epoch's mark also holds a 40-s validation (CIFAR's test set).
+    cost = run_cost([20.0, 35.0, 90.0], seconds=100.0)
+    assert cost == Cost(per_epoch=15.0, per_run=55.0)
+    # A run of 3 epochs of 15 s takes 55 + 3 * 15 = 100 s: the model gives back the wall time it was measured on.
+    assert cost.per_run + 3 * cost.per_epoch == 100.0
+    # The teacher-output cache build validates nothing: all its epochs after the first are timed.
+    assert run_cost([10.0, 13.0, 16.0], seconds=17.0, validates_last=False) == Cost(per_epoch=3.0, per_run=8.0)
+    assert run_cost([12.0], seconds=15.0) == Cost(per_epoch=12.0, per_run=3.0)
