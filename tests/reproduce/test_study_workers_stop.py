@@ -10,15 +10,18 @@ from pathlib import Path
 import pytest
 
 STUDY = """
-import multiprocessing, os, sys, time
+import multiprocessing, os, signal, sys, time
 from concurrent.futures import ProcessPoolExecutor
 from deit.reproduce.execute import stop_with_parent
 
 if __name__ == "__main__":
-    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=stop_with_parent,
-                               initargs=(os.getpid(), 0.1))
+    pool = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"), initializer=stop_with_parent,
+                               initargs=(os.getpid(), 0.1, 2.0))
     pool.submit(time.sleep, 120)  # a run that would hold its CPU for two minutes
-    time.sleep(0.5)
+    # One that ignores SIGTERM (as a run does while it finishes its evaluation): stopped after the grace period.
+    pool.submit(signal.signal, signal.SIGTERM, signal.SIG_IGN).result()
+    pool.submit(time.sleep, 120)
+    time.sleep(1.0)
     with open(sys.argv[1], "w") as f:
         f.write(" ".join(str(pid) for pid in pool._processes))
     time.sleep(120)

@@ -79,15 +79,18 @@ def run_job(job: Job) -> JobResult:
     return JobResult(job, outcome.rows, outcome.seconds, outcome.epoch_seconds)
 
 
-def stop_with_parent(parent: int, poll_seconds: float = 1.0) -> None:
+def stop_with_parent(parent: int, poll_seconds: float = 1.0, grace_seconds: float = 30.0) -> None:
     """Pool initializer: when the study process is gone (killed, crashed) the worker stops its run as a SIGTERM
-    would (the run saves a state at the next step and exits; ``deit reproduce --resume`` continues it) instead of
-    training on as an orphan that holds the CPUs."""
+    would (a training run saves its state at the next step and exits; ``deit reproduce --resume`` continues it)
+    instead of working on as an orphan that holds the CPUs. Whatever is still running ``grace_seconds`` later (an
+    evaluation, a cache build, a handler that ignores the signal) ends there: its result has nowhere to go."""
 
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(poll_seconds)
         os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(grace_seconds)
+        os._exit(1)
 
     threading.Thread(target=watch, name="deit-study-watch", daemon=True).start()
 
