@@ -18,7 +18,7 @@ def test_teacher_and_students_get_their_own_augmentation():
     teacher, student = _config("teacher"), _config("deit-dist-hard")
     for cfg in (teacher, student):
         assert cfg.data.train_per_class == 20 and tuple(cfg.data.scale) == (0.35, 1.0) and cfg.data.reprob == 0.25
-        assert cfg.eval_every == 0 and cfg.seed == 1 and cfg.epochs == 5
+        assert cfg.eval_every == -1 and cfg.seed == 1 and cfg.epochs == 5
     assert teacher.data.auto_augment is None and teacher.data.batch_size == 64
     assert student.data.auto_augment == "rand-m5-mstd0.5-inc1" and student.data.batch_size == 32
     assert student.teacher.checkpoint == "teacher/last.safetensors"

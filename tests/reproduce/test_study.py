@@ -35,6 +35,10 @@ def test_tiny_study_writes_every_row_and_file(tmp_path, capsys):
         cfg = (run / "config.yaml").read_text()
         assert "train_per_class: 3" in cfg and "epochs: 1\n" in cfg
     assert "token: cls" in (out / "runs" / "seed0" / "deit-cls-hard" / "config.yaml").read_text()
+    # The runner does not validate (the study evaluates each run once) and the teacher's predictions on the
+    # validation split are recorded once, for every student's agreement.
+    assert not (out / "runs" / "seed0" / "deit-none" / "best.safetensors").exists()
+    assert (out / "runs" / "seed0" / "teacher" / "val_predictions.pt").is_file()
     # The distilled students read the seed's teacher-output cache (the teacher ran once for all four of them) and
     # end as they would have with the live teacher.
     for method in ("deit-cls-soft", "deit-cls-hard", "deit-dist-hard", "deit-dist-soft"):

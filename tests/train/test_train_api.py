@@ -31,13 +31,13 @@ def test_bf16_autocast_on_cpu_with_a_bf16_teacher(tmp_path):
     assert all(p.dtype.itemsize == 4 for p in result.model.parameters())
 
 
-def test_eval_every_skips_validation_without_changing_training(tmp_path):
+def test_eval_every_skips_validation_without_changing_training(tmp_path, capsys):
     import json
 
     import torch
 
     results = {}
-    for every in (1, 2, 0):
+    for every in (1, 2, 0, -1):
         cfg = load_config("digits-convnet-teacher", tiny_overrides(tmp_path / f"every{every}", extra=(
             "epochs=5", f"eval_every={every}")))
         results[every] = train(cfg)
@@ -48,19 +48,27 @@ def test_eval_every_skips_validation_without_changing_training(tmp_path):
         assert [r["epoch"] for r in epochs] == [1, 2, 3, 4, 5]
         validated[every] = [r["epoch"] for r in epochs if "top1" in r]
         assert (result.run_dir / "plots" / "loss.png").is_file()
-    assert validated == {1: [1, 2, 3, 4, 5], 2: [2, 4, 5], 0: [5]}
+    assert validated == {1: [1, 2, 3, 4, 5], 2: [2, 4, 5], 0: [5], -1: []}
     # Validation draws no random numbers: the weights and the final metrics do not depend on how often it runs.
     reference = results[1].model.state_dict()
-    for every in (2, 0):
+    for every in (2, 0, -1):
         assert all(torch.equal(reference[k], v) for k, v in results[every].model.state_dict().items())
+    for every in (2, 0):
         assert results[every].summary["final"] == results[1].summary["final"]
     assert results[0].summary["best_epoch"] == 5
+    # -1: never validated, so no final metrics and no best checkpoint (the caller evaluates the weights itself).
+    never = results[-1]
+    assert never.summary["final"] == {} and not (never.run_dir / "best.safetensors").exists()
+    assert (never.run_dir / "last.safetensors").is_file()
+    assert "(no validation)" in capsys.readouterr().out
 
 
-def test_eval_every_must_not_be_negative(tmp_path):
+def test_eval_every_must_be_at_least_minus_one(tmp_path):
     import pytest
 
     from deit.train.config import ConfigError
 
-    with pytest.raises(ConfigError, match="eval_every must be >= 0"):
-        load_config("digits-convnet-teacher", tiny_overrides(tmp_path / "run", extra=("eval_every=-1",)))
+    with pytest.raises(ConfigError, match="eval_every must be >= -1"):
+        load_config("digits-convnet-teacher", tiny_overrides(tmp_path / "run", extra=("eval_every=-2",)))
+
+

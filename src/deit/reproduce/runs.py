@@ -19,12 +19,15 @@ import torch
 from torch import nn
 
 from deit.data import build_loader
-from deit.inference.evaluation import evaluate
+from deit.inference.evaluation import TeacherFn, evaluate
 from deit.inference.teacher import Teacher
 from deit.models.contract import has_two_heads
+from deit.models.preprocessing import Preprocessing
 from deit.reproduce.methods import HEADS, METHODS, Method
 from deit.reproduce.regime import Regime
+from deit.reproduce.replay import PREDICTIONS_FILE, ReplayedTeacher, record_predictions, replayed_teacher
 from deit.runtime.distributed import DistEnv
+from deit.train.cache_build import student_preprocessing
 from deit.train.config import TrainConfig
 from deit.train.presets import load_config
 
@@ -55,27 +58,33 @@ def method_config(method: Method, regime: Regime, *, seed: int, epochs: int, run
             overrides.append(f"teacher.checkpoint={teacher_checkpoint}")
             if teacher_cache is not None:
                 overrides.append(f"distillation.teacher_cache={teacher_cache}")
-    # eval_every=0: the runner validates after the last epoch only (the study evaluates every head itself; at a
+    # eval_every=-1: the runner does not validate (the study evaluates every head itself, once; at a
     # few hundred training images per-epoch validation would cost about as much as the training).
     overrides += [f"name={method.name}", f"seed={seed}", f"epochs={epochs}", f"output_dir={run_dir}",
-                  "progress=false", "log_every=0", "eval_every=0"]
+                  "progress=false", "log_every=0", "eval_every=-1"]
     return load_config(regime.teacher_preset if method.is_teacher else regime.student_preset, overrides)
 
 
 EVAL_BATCH = 256  # evaluation only: bigger batches, fewer per-batch overheads
 
 
+def val_loader(cfg: TrainConfig, preprocessing: Preprocessing):
+    """The validation split of ``cfg``'s data in the data set's order, for a model with ``preprocessing``."""
+    data = dataclasses.replace(cfg.data, batch_size=EVAL_BATCH)
+    return build_loader(data, "val", preprocessing=preprocessing, seed=cfg.seed, distributed=False)
+
+
 @torch.no_grad()
-def evaluate_heads(method: Method, cfg: TrainConfig, model: nn.Module, teacher: nn.Module | None
+def evaluate_heads(method: Method, cfg: TrainConfig, model: nn.Module, teacher: TeacherFn | None
                    ) -> dict[str, dict[str, float]]:
     """{row name: {top1, top5, agreement}} on the whole validation split, in one pass. A two-head student
     reports its class head, distillation head and their average (the model's prediction). The agreement of a
-    student is with ``teacher`` (for every student, distilled or not; the teacher's own row has 1)."""
+    student is with ``teacher`` (a live ``Teacher`` or a ``ReplayedTeacher``; for every student, distilled or
+    not; the teacher's own row has 1)."""
     device = next(model.parameters()).device
-    data = dataclasses.replace(cfg.data, batch_size=EVAL_BATCH)
-    loader = build_loader(data, "val", preprocessing=model.preprocessing, seed=cfg.seed, distributed=False)
-    frozen = Teacher(teacher.to(device)) if teacher is not None else None
-    metrics = evaluate(model, loader, DistEnv(device=device), frozen)
+    metrics = evaluate(model, val_loader(cfg, model.preprocessing), DistEnv(device=device), teacher)
+    if isinstance(teacher, ReplayedTeacher):
+        teacher.finish()
     if has_two_heads(model):
         return {f"{method.name}-{head}": head_row(metrics, head) for head in HEADS}
     return {method.name: head_row(metrics)}
@@ -133,6 +142,29 @@ def epoch_seconds(run_dir: Path) -> list[float]:
     return out
 
 
+def record_for_students(teacher: nn.Module, regime: Regime, *, seed: int, run_dir: Path) -> None:
+    """The teacher's predictions on the students' validation loader, for their agreement (``replay``)."""
+    student = next(m for m in METHODS if not m.is_teacher)
+    cfg = method_config(student, regime, seed=seed, epochs=1, run_dir=run_dir / "unused")
+    preprocessing = student_preprocessing(cfg)
+    record_predictions(teacher, val_loader(cfg, preprocessing), preprocessing, run_dir / PREDICTIONS_FILE)
+
+
+def student_teacher(student: nn.Module, teacher: nn.Module | None, checkpoint: Path | None) -> TeacherFn | None:
+    """What a student's agreement is measured against: its teacher's recorded predictions when they match its
+    preprocessing, else the teacher itself (``teacher``, or read from ``checkpoint``)."""
+    if checkpoint is not None:
+        replay = replayed_teacher(checkpoint.parent / PREDICTIONS_FILE, student.preprocessing)
+        if replay is not None:
+            return replay
+    if teacher is None and checkpoint is not None:
+        from deit.checkpoints import load_checkpoint
+
+        teacher = load_checkpoint(checkpoint)
+    device = next(student.parameters()).device
+    return Teacher(teacher.to(device)) if teacher is not None else None
+
+
 def run_method(method: Method, regime: Regime, *, seed: int, epochs: int, run_dir: Path,
                teacher: nn.Module | None = None, teacher_checkpoint: Path | None = None,
                teacher_cache: Path | None = None, resume: bool = False) -> RunOutcome:
@@ -142,12 +174,13 @@ def run_method(method: Method, regime: Regime, *, seed: int, epochs: int, run_di
     start = time.perf_counter()
     cfg = method_config(method, regime, seed=seed, epochs=epochs, run_dir=run_dir,
                         teacher_checkpoint=teacher_checkpoint, teacher_cache=teacher_cache)
-    if teacher is None and teacher_checkpoint is not None and not method.is_teacher:
-        from deit.checkpoints import load_checkpoint
-
-        teacher = load_checkpoint(teacher_checkpoint)
     result = train_quietly(cfg, resume=resume)
-    metrics = evaluate_heads(method, cfg, result.model, None if method.is_teacher else teacher)
+    if method.is_teacher:
+        metrics = evaluate_heads(method, cfg, result.model, None)
+        record_for_students(result.model, regime, seed=seed, run_dir=run_dir)
+    else:
+        metrics = evaluate_heads(method, cfg, result.model,
+                                 student_teacher(result.model, teacher, teacher_checkpoint))
     seconds = time.perf_counter() - start
     rows = [{"method": row, "seed": seed, **values, "seconds": round(seconds, 2)} for row, values in metrics.items()]
     return RunOutcome(rows, result.model, result.run_dir, seconds, epoch_seconds(result.run_dir))

@@ -133,8 +133,10 @@ class TrainConfig:
     # ... and at the first step boundary after this many minutes since the last save (0: off), so a long epoch
     # is never lost whole.
     save_every_minutes: float = 30.0
-    # Validate after every N-th epoch and always after the last one (0: after the last one only). On a small
-    # training set validation can cost as much as the epoch itself; best.safetensors only sees validated epochs.
+    # Validate after every N-th epoch and always after the last one (0: after the last one only; -1: never, for
+    # callers that evaluate the weights themselves, e.g. `deit reproduce`: the summary's final metrics are then
+    # empty and no best.safetensors is written). On a small training set validation can cost as much as the epoch
+    # itself; best.safetensors only sees validated epochs.
     eval_every: int = 1
     progress: bool = True  # tqdm progress bar on rank 0
     # torch intra-op threads per process; null: torch's default (torchrun sets OMP_NUM_THREADS=1 per process).
@@ -158,7 +160,7 @@ class TrainConfig:
             ("optim.lr_base_batch", self.optim.lr_base_batch, 1),
             ("log_every", self.log_every, 0),
             ("save_every", self.save_every, 0),
-            ("eval_every", self.eval_every, 0),
+            ("eval_every", self.eval_every, -1),
             ("threads", self.threads if self.threads is not None else 1, 1),
         ]:
             if value < low:

@@ -156,7 +156,10 @@ class Clock:
 
 
 def validates(epoch: int, epochs: int, eval_every: int) -> bool:
-    """Whether the run validates after (1-based) ``epoch``: every ``eval_every``-th one and always the last."""
+    """Whether the run validates after (1-based) ``epoch``: every ``eval_every``-th one and always the last
+    (``eval_every`` -1: never)."""
+    if eval_every < 0:
+        return False
     return epoch == epochs or (eval_every > 0 and epoch % eval_every == 0)
 
 

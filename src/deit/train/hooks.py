@@ -101,8 +101,9 @@ class MetricsLog(Hook):
             print(f"epoch {epoch}/{self.epochs}: val loss {metrics['loss']:.4f} top1 {metrics['top1']:.4f}"
                   f" top5 {metrics['top5']:.4f}{heads}", flush=True)
         elif record["train_loss"] is not None:
-            print(f"epoch {epoch}/{self.epochs}: train loss {record['train_loss']:.4f} (validation every "
-                  f"{self.eval_every or self.epochs} epochs)", flush=True)
+            every = self.eval_every or self.epochs
+            when = "no validation" if self.eval_every < 0 else f"validation every {every} epochs"
+            print(f"epoch {epoch}/{self.epochs}: train loss {record['train_loss']:.4f} ({when})", flush=True)
         if bad:
             print(bad_image_summary(epoch, bad, self.data_root), file=sys.stderr, flush=True)
 

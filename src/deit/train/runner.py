@@ -210,7 +210,7 @@ def _train(cfg: TrainConfig, env: DistEnv, model: nn.Module | None, teacher: nn.
                  "world_size": env.world_size, "lr": parts.lr, "total_batch": parts.total_batch,
                  "time": round(time.time(), 1)})
     final = _fit(cfg, env, run, parts, clock)
-    if not final:  # resumed a finished run: report its final metrics again
+    if not final and cfg.eval_every >= 0:  # resumed a finished run: report its final metrics again
         final = evaluate(parts.model, parts.data.val_loader, env, trainer.validate_teacher, cfg.amp)
     summary = _summary(cfg, env, run, parts, final, clock)
     _finish(run, env, summary)
