@@ -84,9 +84,11 @@ class Regime:
 DEFAULT_REGIME = Regime()
 # Natural images at 32 px (CIFAR-10, or an image folder of such images): see the README's CIFAR-10 section.
 # Sized for a 60-minute study on 2 CPU cores: 100 images per class (1,000; at ~100 images/s an epoch takes ~10 s, so
-# 18 runs fit at all; 500 per class left one teacher epoch and three student epochs in the plan), batch 64 for
+# 18 runs fit at all; at 500 per class the calibration timed 65 s a teacher epoch and 53 s a student's, which
+# leaves each run a handful of epochs), batch 64 for
 # every run (16 steps an epoch instead of 4-8: the plan's few epochs need the steps), one thread per run and one run
-# per core (two small models side by side train more images/s in all than one run on two threads). The teacher
+# per core (two small models side by side train ~10% more images/s in all than one run on two threads: 162 vs 147
+# for the teacher's step at batch 64, 164 vs 147 for the DeiT's, measured on a 2-core CPU). The teacher
 # gets 60 epochs for the students' 100: it is one run of six per seed and the students learn from it.
 CIFAR_REGIME = Regime(dataset="cifar10", train_per_class=100, teacher_epochs=60, student_epochs=100,
                       common=("data.batch_size=64", "threads=1"), student=(), budget_minutes=60.0)
