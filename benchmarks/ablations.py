@@ -2,7 +2,7 @@
 
 Run: python benchmarks/ablations.py [--threads 2] [--repeats 5] [--only NAME ...] [--compile]
 Each line: the variant's images/s, the shipped code's, and their ratio (variant / shipped: < 1 means the shipped
-choice is faster). The numbers behind the "what did not help" table of benchmarks/RESULTS.md.
+choice is faster). The numbers behind the "what did not help" table of docs/results/benchmark-cpu.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The default regime: the teacher trains on the milder views, the students add RandAugment (FINDINGS.md)."""
+"""The default regime: the teacher trains on the milder views, the students add RandAugment
+(docs/results/reproduce-digits.md)."""
 
 from __future__ import annotations
 

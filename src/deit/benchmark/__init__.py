@@ -1,7 +1,7 @@
 """``deit benchmark``: our models against HF transformers' DeiT with the same weights, in the same process.
 
 Inference and training-step images/s (alternating rounds, median and spread), each as a fraction of a GEMM timed in
-the same rounds, peak memory, and the data pipeline's images/s per worker. See ``benchmarks/RESULTS.md``.
+the same rounds, peak memory, and the data pipeline's images/s per worker. See ``docs/results/benchmark-cpu.md``.
 
     from deit.benchmark import BenchmarkConfig, run_benchmark, format_table
     header, rows = run_benchmark(BenchmarkConfig(models=("deit_tiny_patch16_224",)))

@@ -72,7 +72,7 @@ def make_step(
 
 def build_teacher(name: str, num_classes: int, device: torch.device, dtype: str = "fp32") -> Teacher:
     """The frozen RegNetY teacher for ``num_classes``, as training runs it (channels-last, its convolutions run
-    faster so: RESULTS.md; bf16 weights when the benchmark runs in bf16)."""
+    faster so: docs/results/benchmark-cpu.md; bf16 weights when the benchmark runs in bf16)."""
     module = create_model(name, num_classes=num_classes).to(device)
     return Teacher(module, "bfloat16" if dtype == "bf16" else "float32")
 

@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int, default=5, help="timed rounds per inference figure (default 5)")
     p.add_argument("--train-repeats", type=int, default=3, help="timed rounds per training figure (default 3)")
     p.add_argument("--threads", type=int, default=2,
-                   help="CPU threads (default 2, the setting of benchmarks/RESULTS.md; 0: torch's default)")
+                   help="CPU threads (default 2, the setting of docs/results/benchmark-cpu.md; 0: torch's default)")
     p.add_argument("--no-peer", action="store_true", help="time our models only, not HF's")
     p.set_defaults(func=run)
 

@@ -2,8 +2,8 @@
 
 Per seed, on one fixed small training split: a convnet teacher; DeiT without distillation; DeiT with "usual"
 distillation into the class token (soft and hard); DeiT with the distillation token (hard and soft), each head
-reported. Mean ± std over seeds, with every paper claim checked against seed noise. See ``FINDINGS.md`` for the
-regime search behind the defaults and what it showed.
+reported. Mean ± std over seeds, with every paper claim checked against seed noise. See
+``docs/results/reproduce-digits.md`` for the regime search behind the defaults and what it showed.
 
     from deit.reproduce import StudyConfig, run_study
     result = run_study(StudyConfig(output="runs/reproduce", seeds=(0, 1, 2), budget_minutes=30))

@@ -1,9 +1,9 @@
 """The regime of the study: how much data, which augmentation, how long a schedule.
 
-The defaults are the small-data regime on digits found by the search recorded in ``FINDINGS.md``. A regime is
-config overrides on top of the digits presets, so every run it makes is an ordinary ``deit train`` config (each
-run directory keeps its ``config.yaml``). The epochs here are the schedule the study aims for; the planner
-shortens both (by the same factor) when the budget does not allow them.
+The defaults are the small-data regime on digits found by the search recorded in
+``docs/results/reproduce-digits.md``. A regime is config overrides on top of the digits presets, so every run it
+makes is an ordinary ``deit train`` config (each run directory keeps its ``config.yaml``). The epochs here are the
+schedule the study aims for; the planner shortens both (by the same factor) when the budget does not allow them.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ class Regime:
     # Overrides for the students only (after ``common``): batch 32 (7 steps an epoch on 200 images) and
     # RandAugment at magnitude 5 on top, the paper's kind of augmentation: views on which the teacher's label
     # often differs from the true one. There the students without a teacher fall behind and every distilled
-    # student gains 4.9-9.2 points over five seeds (FINDINGS.md); the teacher is trained on the milder views,
-    # where it is strongest.
+    # student gains 4.9-9.2 points over five seeds (docs/results/reproduce-digits.md); the teacher is trained on
+    # the milder views, where it is strongest.
     student: tuple[str, ...] = ("data.batch_size=32", "data.auto_augment=rand-m5-mstd0.5-inc1")
     # Each seed's distilled students read one teacher-output cache built after the teacher (the teacher runs once
     # over their common data stream); False: every distilled student runs the teacher itself.
@@ -82,7 +82,7 @@ class Regime:
 
 
 DEFAULT_REGIME = Regime()
-# Natural images at 32 px (CIFAR-10, or an image folder of such images): see the README's CIFAR-10 section.
+# Natural images at 32 px (CIFAR-10, or an image folder of such images): see docs/results/reproduce-cifar10.md.
 # Sized for a 60-minute study on 2 CPU cores: 100 images per class (1,000; at ~100 images/s an epoch takes ~10 s, so
 # 18 runs fit at all; at 500 per class the calibration timed 65 s a teacher epoch and 53 s a student's, which
 # leaves each run a handful of epochs), batch 64 for
