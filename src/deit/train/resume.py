@@ -18,13 +18,13 @@ from pathlib import Path
 import yaml
 
 from deit.runtime.distributed import DistEnv, barrier, on_main
-from deit.runtime.typedconfig import dict_differences, to_dict
+from deit.runtime.typedconfig import dict_differences, keys_where, to_dict
 from deit.train.checkpointing import RunDir
 from deit.train.config import ConfigError, TrainConfig
 
-# Keys that may change between a run and its continuation: they do not change what is computed.
-RESUMABLE_CHANGES = ("output_dir", "resume", "progress", "log_every", "save_every", "save_every_minutes", "logging",
-                     "threads", "data.num_workers", "data.pin_memory", "data.persistent_workers")
+# Keys that may change between a run and its continuation (they change nothing computed): the config fields that
+# declare resumable=True (deit.runtime.typedconfig.setting).
+RESUMABLE_CHANGES = keys_where(TrainConfig, "resumable", True)
 
 
 @dataclass(frozen=True)
