@@ -25,10 +25,11 @@ from deit.runtime.distributed import DistEnv
 from deit.train.checkpointing import RunDir
 from deit.train.config import OptimConfig, ScheduleConfig
 from deit.train.ema import ModelEma
-from deit.train.engine import Clock, Trainer, TrainView
+from deit.train.engine import Clock, Trainer
 from deit.train.hooks import Checkpointer
-from deit.train.loss import DistillationLoss
+from deit.train.loss import DistillationObjective
 from deit.train.optim import build_optimizer, build_schedule
+from deit.train.task import TrainTask
 
 
 def _trainer(name: str) -> Trainer:
@@ -38,9 +39,9 @@ def _trainer(name: str) -> Trainer:
     loss = sum(o.float().mean() for o in model.forward_heads(x))
     loss.backward()
     optimizer.step()  # AdamW's moments now exist: the state is full size
-    return Trainer(model=model, forward_model=TrainView(model), criterion=DistillationLoss(nn.CrossEntropyLoss()),
-                   optimizer=optimizer, schedule=build_schedule(ScheduleConfig(), 1e-3, 10, 1), env=DistEnv(),
-                   ema=ModelEma(model, 0.99996))
+    task = TrainTask(model, DistillationObjective(nn.CrossEntropyLoss()), env=DistEnv())
+    return Trainer(task=task, optimizer=optimizer, schedule=build_schedule(ScheduleConfig(), 1e-3, 10, 1),
+                   env=DistEnv(), ema=ModelEma(model, 0.99996))
 
 
 def save_cost(name: str, out: Path, repeats: int) -> dict:

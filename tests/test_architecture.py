@@ -137,3 +137,21 @@ def test_the_map_names_every_package():
 def test_cycle_finder_finds_cycles():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+
+
+def _attribute_calls(path: Path) -> set[str]:
+    """The attribute names called in ``path`` (``x.logits(...)`` -> "logits")."""
+    tree = ast.parse(path.read_text())
+    return {n.func.attr for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)}
+
+
+def test_only_the_task_calls_the_teacher():
+    """In training, teacher outputs come from one place: the task object (``deit.train.task``) calls the teacher
+    source (``.logits(x, epoch, batch)``); the loop, the hooks and the cache builder go through the task."""
+    callers = sorted(str(p.relative_to(SRC)) for p in (SRC / "deit" / "train").glob("*.py")
+                     if "logits" in _attribute_calls(p))
+    assert callers == ["deit/train/task.py"], callers
+    tree = ast.parse((SRC / "deit" / "train" / "engine.py").read_text())
+    names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} | {
+        n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+    assert not {n for n in names if "teacher" in n} - {"validation_teacher"}, "the loop must not know the teacher"

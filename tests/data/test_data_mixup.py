@@ -2,7 +2,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from deit.data import Mixup, SoftTargetCrossEntropy, smooth_one_hot
+from deit.data import Mixup, smooth_one_hot
+from deit.train.objectives import SoftTargetCrossEntropy
 
 
 def _batch(n=8, c=3, s=16):

@@ -9,10 +9,12 @@ import torch
 from torch import nn
 
 from deit.models import create_model
-from deit.train.components import check_distillation
+from deit.runtime.distributed import DistEnv
+from deit.train.components import build_distillation_objective
 from deit.train.config import ConfigError
 from deit.train.loss import DistillationLoss
 from deit.train.presets import load_config
+from deit.train.task import TrainTask
 
 LOGITS = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3]])
 TEACHER = torch.tensor([[0.2, 3.0, 0.1], [2.0, 1.0, -1.0]])  # argmax 1, 0: disagrees with the labels
@@ -91,11 +93,14 @@ def _student(distilled: bool) -> nn.Module:
 
 def test_runner_checks_the_token_against_the_student():
     teacher = FixedTeacher(torch.zeros(1, 3))
-    cpu = torch.device("cpu")
+
+    def task(cfg, student):  # the run's task checks its student once, before any teacher is loaded
+        return TrainTask(student, build_distillation_objective(cfg, 3, soft_targets=False), teacher, env=DistEnv())
+
     cls_cfg = load_config("digits-deit-distilled", ["distillation.token=cls", "model.args.distilled=false"])
-    check_distillation(cls_cfg, _student(False), teacher, 3, 16, cpu)  # accepted
+    task(cls_cfg, _student(False))  # accepted
     with pytest.raises(ConfigError, match="model.args.distilled=false"):
-        check_distillation(cls_cfg, _student(True), teacher, 3, 16, cpu)
+        task(cls_cfg, _student(True))
     dist_cfg = load_config("digits-deit-distilled", ["model.args.distilled=false"])
     with pytest.raises(ConfigError, match="needs a student with a distillation token"):
-        check_distillation(dist_cfg, _student(False), teacher, 3, 16, cpu)
+        task(dist_cfg, _student(False))

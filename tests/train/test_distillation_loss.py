@@ -116,7 +116,7 @@ def test_dist_head_gets_the_teacher_target_and_cls_head_the_label():
 
 
 def test_class_head_takes_mixed_soft_targets():
-    from deit.data import SoftTargetCrossEntropy
+    from deit.train.objectives import SoftTargetCrossEntropy
 
     soft = torch.tensor([[0.7, 0.2, 0.1], [0.0, 0.4, 0.6]])
     loss = DistillationLoss(SoftTargetCrossEntropy(), FixedTeacher(TEACHER), "hard", alpha=0.5)

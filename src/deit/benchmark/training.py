@@ -1,6 +1,6 @@
 """Training step: forward + distillation loss + backward + AdamW, ours against HF's twin with the same weights.
 
-Both models get the same step: the project's ``DistillationLoss`` (hard distillation, label smoothing 0.1 on the
+Both models get the same step: the project's ``DistillationObjective`` (hard distillation, label smoothing 0.1 on the
 class head) and ``build_optimizer``'s AdamW with the recipe's parameter groups. Where the teacher's outputs come
 from is the task: ``train`` feeds precomputed teacher logits (the teacher's cost excluded, an upper bound);
 ``train+teacher`` runs the frozen RegNetY teacher inside every step (``deit.inference.teacher.Teacher``:
@@ -36,7 +36,7 @@ from deit.benchmark.timing import race
 from deit.inference.teacher import Teacher
 from deit.models import create_model
 from deit.train.config import OptimConfig
-from deit.train.loss import DistillationLoss
+from deit.train.loss import DistillationObjective
 from deit.train.optim import build_optimizer
 from deit.train.teacher_cache import CachedTeacher, CacheMeta, encode, write_meta, write_part
 
@@ -49,20 +49,20 @@ TEACHER_TASKS = {"train": "precomputed", "train+teacher": "live", "train+cache":
 def make_step(
     model: nn.Module,
     forward: Callable[[torch.Tensor], object],
-    criterion: DistillationLoss,
+    criterion: DistillationObjective,
     x: torch.Tensor,
     target: torch.Tensor,
-    teacher_logits: Callable[[], torch.Tensor | None],
+    teacher_logits: Callable[[], torch.Tensor],
     dtype: str,
 ) -> Callable[[], None]:
-    """One optimisation step on a fixed batch; ``teacher_logits()`` gives the teacher's outputs for it (None:
-    the loss runs its teacher)."""
+    """One optimisation step on a fixed batch; ``teacher_logits()`` gives the teacher's outputs for it (computed,
+    read from a cache, or precomputed)."""
     optimizer = build_optimizer(OptimConfig(), model, lr=5e-4)
 
     def step() -> None:
         logits = teacher_logits()
         with autocast(x.device, dtype):
-            loss = criterion(x, forward(x), target, teacher_logits=logits)
+            loss = criterion(forward(x), target, logits)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -103,14 +103,14 @@ def bench_training(name: str, config: BenchmarkConfig, device: torch.device, pee
     target = torch.randint(0, model.num_classes, (batch,), device=device, generator=generator)
     mode = TEACHER_TASKS[task]
     teacher = build_teacher(config.teacher_name, model.num_classes, device, config.dtype)
-    criterion = DistillationLoss(nn.CrossEntropyLoss(label_smoothing=0.1), teacher, "hard")
+    criterion = DistillationObjective(nn.CrossEntropyLoss(label_smoothing=0.1), "hard")
     scratch = tempfile.TemporaryDirectory(prefix="deit-bench-cache-")
     if mode == "live":
-        teacher_logits: Callable[[], torch.Tensor | None] = lambda: None  # noqa: E731
+        teacher_logits: Callable[[], torch.Tensor] = lambda: teacher(x)  # noqa: E731
     elif mode == "cache":
         teacher_logits = cached_outputs(teacher, x, Path(scratch.name))
     else:
-        fixed = criterion.teacher_logits(x)
+        fixed = teacher(x)
         teacher_logits = lambda: fixed  # noqa: E731
 
     def step_of(module: nn.Module, forward: Callable[[torch.Tensor], object]) -> Callable[[], None]:

@@ -20,7 +20,7 @@ from deit.data.config import DATASETS, DataConfig
 from deit.data.datasets import SPLITS, ImageDataset, build_dataset
 from deit.data.images import IMG_EXTENSIONS, BadImageError, DataError, decode_image, to_rgb
 from deit.data.loader import TransformedDataset, build_loader, build_sampler
-from deit.data.mixup import Mixup, SoftTargetCrossEntropy, build_mixup, smooth_one_hot
+from deit.data.mixup import Mixup, build_mixup, smooth_one_hot
 from deit.data.randaugment import RandAugment, parse_rand_augment
 from deit.data.samplers import EvalSampler, RepeatAugSampler, ShuffleSampler
 from deit.data.transforms import RandomErasing, RandomResizedCrop, build_transform
@@ -40,7 +40,6 @@ __all__ = [
     "RandomResizedCrop",
     "RepeatAugSampler",
     "ShuffleSampler",
-    "SoftTargetCrossEntropy",
     "TransformedDataset",
     "benchmark_augmentation",
     "build_dataset",

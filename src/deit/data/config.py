@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 
 from deit.models.preprocessing import INTERPOLATIONS
+from deit.runtime.typedconfig import setting
 
 DATASETS: tuple[str, ...] = ("digits", "imagefolder", "cifar10", "cifar100", "csv", "synthetic")
 ERASE_MODES: tuple[str, ...] = ("pixel", "rand", "const")
@@ -33,7 +34,9 @@ def _pair(name: str, value: Sequence[float]) -> tuple[float, float]:
 
 @dataclass
 class DataConfig:
-    """Data set, loader and augmentation settings. Defaults are the DeiT ImageNet recipe.
+    """Data set, loader and augmentation settings. Defaults are the DeiT ImageNet recipe. Fields declare with
+    ``setting(..., stream=False)`` that they do not change the data a run's networks see (the teacher-output cache
+    key leaves them out) and with ``resumable=True`` that a continued run may change them.
 
     ``img_size`` is the size the built-in data sets (digits, synthetic) are rendered at; the size the network
     sees is always ``Preprocessing.input_size`` (train crops are resized to it, eval images centre-cropped to it).
@@ -41,7 +44,7 @@ class DataConfig:
 
     # -- which data
     dataset: str = "digits"
-    root: str | None = None
+    root: str | None = setting(None, stream=False)  # where the data is, not what it is (the content is fingerprinted)
     img_size: int = 224
     val_fraction: float = 0.1  # one-folder imagefolder / one-file csv: fraction held out for val (stratified)
     split_seed: int = 0  # seeds the val_fraction split and the train_per_class subset
@@ -53,9 +56,9 @@ class DataConfig:
 
     # -- loader
     batch_size: int = 64  # per device
-    num_workers: int = 4
-    pin_memory: bool = True  # only takes effect when CUDA is available
-    persistent_workers: bool = True  # only takes effect when num_workers > 0
+    num_workers: int = setting(4, stream=False, resumable=True)
+    pin_memory: bool = setting(True, stream=False, resumable=True)  # only takes effect when CUDA is available
+    persistent_workers: bool = setting(True, stream=False, resumable=True)  # only when num_workers > 0
 
     # -- per-image train augmentation
     # "resized": RandomResizedCrop (area fraction in scale, aspect in ratio; the ImageNet recipe); "padded": pad
@@ -76,7 +79,7 @@ class DataConfig:
     cutmix: float = 1.0
     mixup_prob: float = 1.0
     mixup_switch_prob: float = 0.5
-    smoothing: float = 0.1
+    smoothing: float = setting(0.1, stream=False)  # label side: the images do not change
 
     # -- sampling
     repeated_aug: bool = True

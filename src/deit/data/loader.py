@@ -10,6 +10,11 @@ via the DataLoader's generator, for any user transform that uses them.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import importlib
+import inspect
+
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
@@ -21,6 +26,20 @@ from deit.data.samplers import EpochSampler, EvalSampler, RepeatAugSampler, Shuf
 from deit.data.transforms import Compose, build_transform
 from deit.models.preprocessing import Preprocessing
 from deit.runtime.signals import ignore_stop_signals
+
+# The modules whose code decides what a sample of the stream looks like (decoding, transforms, mixing, order).
+STREAM_MODULES = ("images", "transforms", "randaugment", "mixup", "samplers", "loader")
+
+
+@functools.cache
+def stream_code_digest() -> str:
+    """A digest of the code that turns files into the stream's batches (the modules of ``STREAM_MODULES``): what
+    is keyed by it (a teacher-output cache) is never reused once that code changes. An edited comment costs a
+    rebuild; a stale cache would cost silently wrong targets."""
+    digest = hashlib.sha256()
+    for name in STREAM_MODULES:
+        digest.update(inspect.getsource(importlib.import_module(f"deit.data.{name}")).encode())
+    return digest.hexdigest()[:16]
 
 
 class TransformedDataset(Dataset):

@@ -1,4 +1,5 @@
-"""Batch-level Mixup / CutMix with label smoothing folded into soft targets, and the matching loss.
+"""Batch-level Mixup / CutMix with label smoothing folded into soft targets (the matching loss is the
+``cross_entropy`` objective, ``deit.train.objectives``).
 
 Semantics of timm's ``Mixup`` in batch mode (what DeiT trains with): with probability ``prob`` a batch is mixed;
 then CutMix is chosen with probability ``switch_prob`` (when both alphas are > 0), λ ~ Beta(α, α) of the chosen
@@ -13,8 +14,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
-from torch.nn import functional as F
 
 
 def smooth_one_hot(y: torch.Tensor, num_classes: int, smoothing: float = 0.0) -> torch.Tensor:
@@ -102,10 +101,3 @@ def build_mixup(cfg, num_classes: int) -> Mixup | None:
     if not cfg.mixup_active:
         return None
     return Mixup(cfg.mixup, cfg.cutmix, cfg.mixup_prob, cfg.mixup_switch_prob, cfg.smoothing, num_classes)
-
-
-class SoftTargetCrossEntropy(nn.Module):
-    """Mean over the batch of ``-sum(target * log_softmax(logits))``; targets are probability rows."""
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return torch.sum(-target * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()

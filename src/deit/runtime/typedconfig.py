@@ -227,16 +227,55 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
+# ------------------------------------------------------------------------------------ facts about config fields
+# What a field does beyond its value, declared once on the field (``dataclasses.field(metadata=...)``, through
+# :func:`setting`) and read by whoever needs it, so a new field states its facts where it is written:
+#   resumable: may differ between a run and its continuation (it changes nothing that is computed);
+#   stream: changes the data a run's networks see (its images, their order, augmentation, mixing).
+FACT_DEFAULTS: dict[str, bool] = {"resumable": False, "stream": True}
+
+
+def setting(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING, **facts: bool) -> Any:
+    """A dataclass field with facts (``resumable=True``, ``stream=False``) besides its default."""
+    unknown = set(facts) - set(FACT_DEFAULTS)
+    if unknown:
+        raise TypeError(f"unknown config field fact(s) {sorted(unknown)}; known: {sorted(FACT_DEFAULTS)}")
+    return dataclasses.field(default=default, default_factory=default_factory, metadata=facts)
+
+
+def fact(f: dataclasses.Field, name: str) -> bool:
+    return bool(f.metadata.get(name, FACT_DEFAULTS[name]))
+
+
+def keys_where(cls: type, name: str, value: bool, prefix: str = "") -> tuple[str, ...]:
+    """The dotted keys of config class ``cls`` whose fact ``name`` is ``value``. A nested config whose own field
+    declares it stands for its whole subtree; otherwise its fields are asked one by one."""
+    hints = typing.get_type_hints(cls)
+    keys: list[str] = []
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        if name in f.metadata or not dataclasses.is_dataclass(hints[f.name]):
+            if fact(f, name) == value:
+                keys.append(key)
+        else:
+            keys.extend(keys_where(hints[f.name], name, value, f"{key}."))
+    return tuple(keys)
+
+
 __all__ = [
+    "FACT_DEFAULTS",
     "ConfigError",
     "apply_overrides",
     "check_keys",
     "coerce",
     "deep_merge",
     "dict_differences",
+    "fact",
     "flatten",
     "from_dict",
+    "keys_where",
     "parse_override",
+    "setting",
     "to_dict",
     "unknown_key",
 ]

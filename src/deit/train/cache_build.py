@@ -1,7 +1,8 @@
 """``deit teacher-cache build``: run a config's data stream through its teacher once and store the outputs.
 
-The stream is replayed exactly as training draws it (the same loader per student rank, the same mixup seeds:
-``engine.mix``), so a run reading the cache sees what the live teacher would have computed. The teacher runs at
+The stream is replayed exactly as training draws it (the same loader per student rank, viewed and passed to the
+teacher by the same task object as training, ``deit.train.task.TrainTask``), so a run reading the cache sees what
+the live teacher would have computed. The teacher runs at
 its own batch size (whole micro-batches) and dtype; with the run's per-device batch and dtype the outputs are
 identical to the live teacher's. Under torchrun the builder's ranks split the epochs; a stopped build resumes at
 the first missing part.
@@ -16,13 +17,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from deit.data import build_dataset, build_loader, build_mixup
 from deit.models import Preprocessing, get_entry
 from deit.runtime.distributed import DistEnv, barrier, cleanup, init_distributed, on_main
 from deit.train.components import resolve_precision
 from deit.train.config import ConfigError, TrainConfig
-from deit.train.engine import mix
+from deit.train.loss import DistillationObjective
+from deit.train.task import TrainTask
 from deit.train.teacher_cache import (
     OUTPUTS,
     CacheMeta,
@@ -86,21 +89,21 @@ def _reconcile(root: Path, have: CacheMeta | None, want: CacheMeta) -> CacheMeta
     return replace(have, epochs=max(have.epochs, want.epochs))
 
 
-def _fill_part(root: Path, meta: CacheMeta, cfg: TrainConfig, loader, mixup, teacher, epoch: int, rank: int,
-               env: DistEnv, advance: Callable[[int], None]) -> None:
+def _fill_part(root: Path, meta: CacheMeta, loader, task: TrainTask, epoch: int, rank: int,
+               advance: Callable[[int], None]) -> None:
     """Replay (epoch, rank) of the stream through the teacher, whole micro-batches at a time; write the part."""
     loader.sampler.set_epoch(epoch)
     per_call = meta.teacher_batch_size // meta.batch_size
     records, pending = [], []
 
     def flush() -> None:
-        logits = teacher(torch.cat(pending))
+        logits = task.teacher_outputs(torch.cat(pending), epoch, b)
         records.extend(encode(meta, chunk) for chunk in logits.split(meta.batch_size))
         advance(len(pending))
         pending.clear()
 
     for b, (x, y) in enumerate(loader):
-        x, _ = mix(mixup, x.to(env.device, non_blocking=True), y.to(env.device), cfg.seed, rank, epoch, b)
+        x, _ = task.view(x, y, epoch, b, rank=rank)
         pending.append(x)
         if len(pending) == per_call:
             flush()
@@ -160,9 +163,11 @@ def _build(cfg: TrainConfig, root: Path, opts: BuildOptions, env: DistEnv, log: 
     if teacher.adapter is not None:
         say(teacher.adapter.describe())
     bar = _progress_bar(env, opts, len(parts) * meta.batches)
-    mixup = build_mixup(cfg.data, len(train_set.classes))
+    # A task without a student: the stream as training views it, and the teacher it is passed to.
+    task = TrainTask(None, DistillationObjective(nn.Identity(), cfg.distillation.type), teacher,
+                     mixup=build_mixup(cfg.data, len(train_set.classes)), seed=cfg.seed, env=env)
     for epoch, rank in parts:
-        _fill_part(root, meta, cfg, loaders[rank], mixup, teacher, epoch, rank, env, bar.update)
+        _fill_part(root, meta, loaders[rank], task, epoch, rank, bar.update)
         if opts.on_part is not None:
             opts.on_part(epoch, rank)
     bar.close()

@@ -1,6 +1,6 @@
-"""Everything a training run is made of, built from its config: data, student, teacher, loss, optimizer, schedule,
-EMA, grad scaler. ``build_components`` is the one place a config becomes objects; the runner then resumes, fits
-and reports.
+"""Everything a training run is made of, built from its config: data, student, teacher source, objective (the
+three make the run's task), optimizer, schedule, EMA, grad scaler. ``build_components`` is the one place a config
+becomes objects; the runner then resumes, fits and reports.
 """
 
 from __future__ import annotations
@@ -15,17 +15,18 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from deit.checkpoints import create_model
-from deit.data import ImageDataset, SoftTargetCrossEntropy, build_dataset, build_loader, build_mixup
+from deit.data import ImageDataset, build_dataset, build_loader, build_mixup
 from deit.inference.teacher import Teacher
 from deit.models import Preprocessing, get_entry
-from deit.models.contract import has_two_heads
 from deit.runtime.distributed import DistEnv
 from deit.runtime.precision import bf16_native, resolve_amp
 from deit.train.config import ConfigError, TrainConfig
 from deit.train.ema import ModelEma
-from deit.train.engine import Trainer, TrainView, derive_seed
-from deit.train.loss import DistillationLoss, check_token
+from deit.train.engine import Trainer
+from deit.train.loss import DistillationObjective
+from deit.train.objectives import ObjectiveSpec, build_objective
 from deit.train.optim import build_optimizer, build_schedule, scaled_lr
+from deit.train.task import TrainTask, derive_seed
 from deit.train.teacher_source import build_teacher_source
 
 
@@ -43,7 +44,8 @@ class RunData:
 
 @dataclass
 class RunComponents:
-    """A run's parts, ready to train: ``trainer`` holds the student, loss (with the teacher) and optimizer."""
+    """A run's parts, ready to train: ``trainer`` holds the task (student, teacher source, objective) and the
+    optimizer."""
 
     data: RunData
     model: nn.Module
@@ -101,14 +103,14 @@ def output_classes(module: nn.Module, input_size: int, device: torch.device) -> 
     return int(out.shape[-1])
 
 
-def check_distillation(cfg: TrainConfig, model: nn.Module, teacher: nn.Module | None, num_classes: int,
-                       input_size: int, device: torch.device, cached_classes: int | None = None) -> None:
-    """The student, teacher and data fit the distillation settings; each mismatch is a ConfigError naming the fix.
-    ``cached_classes``: the class count of a teacher-output cache the run reads instead of a teacher."""
+def check_distillation(cfg: TrainConfig, teacher: nn.Module | None, num_classes: int, input_size: int,
+                       device: torch.device, cached_classes: int | None = None) -> None:
+    """The teacher (or its cache) and the data agree on the classes; each mismatch is a ConfigError naming the fix.
+    ``cached_classes``: the class count of a teacher-output cache the run reads instead of a teacher. (Whether the
+    student fits the distillation setting is the task's check.)"""
     kind = cfg.distillation.type
     if kind == "none":
         return
-    check_token(kind, cfg.distillation.token, has_two_heads(model), repr(cfg.model.name))
     if teacher is None and cached_classes is not None:
         if cached_classes != num_classes:
             raise ConfigError(f"the teacher cache holds outputs for {cached_classes} classes but the dataset has "
@@ -150,6 +152,13 @@ def check_runtime(cfg: TrainConfig, device: torch.device) -> None:
         raise ConfigError("teacher.dtype=float16 needs a GPU; on CPU use bfloat16 or float32")
 
 
+def build_distillation_objective(cfg: TrainConfig, num_classes: int, soft_targets: bool) -> DistillationObjective:
+    """``loss.name``'s base objective with ``distillation``'s teacher term composed on top."""
+    base = build_objective(cfg.loss.name, ObjectiveSpec(num_classes, cfg.data.smoothing, soft_targets))
+    dc = cfg.distillation
+    return DistillationObjective(base, dc.type, dc.alpha, dc.tau, dc.kl_normalisation, token=dc.token)
+
+
 # ------------------------------------------------------------------------------------------------------- build
 def build_data(cfg: TrainConfig, env: DistEnv, preprocessing: Preprocessing,
                sets: tuple[ImageDataset, ImageDataset] | None = None) -> RunData:
@@ -187,29 +196,23 @@ def build_components(cfg: TrainConfig, env: DistEnv, model: nn.Module | None = N
     train_set, val_set = build_dataset(cfg.data, "train"), build_dataset(cfg.data, "val")
     classes = list(train_set.classes)
     model, preprocessing = _student(cfg, len(classes), classes, model, device)
-    check_token(cfg.distillation.type, cfg.distillation.token, has_two_heads(model), repr(cfg.model.name))
+    mixup = build_mixup(cfg.data, len(classes))
+    objective = build_distillation_objective(cfg, len(classes), soft_targets=mixup is not None)
+    # The task checks that the distillation setting fits the student before any teacher is loaded.
+    task = TrainTask(model, objective, mixup=mixup, seed=cfg.seed, env=env, amp=cfg.amp,
+                     student_name=repr(cfg.model.name))
     data = build_data(cfg, env, preprocessing, (train_set, val_set))
     source, live, notes = build_teacher_source(cfg, env, preprocessing, data, teacher)
-    if cfg.distillation.type != "none":
-        check_distillation(cfg, model, live.module if live else None, len(classes), preprocessing.input_size, device,
+    if objective.distilling:
+        check_distillation(cfg, live.module if live else None, len(classes), preprocessing.input_size, device,
                            cached_classes=getattr(getattr(source, "meta", None), "num_classes", None))
-    mixup = build_mixup(cfg.data, len(classes))
-    base = SoftTargetCrossEntropy() if mixup is not None else nn.CrossEntropyLoss(label_smoothing=cfg.data.smoothing)
-    dc = cfg.distillation
-    criterion = DistillationLoss(base, source, dc.type, dc.alpha, dc.tau, dc.kl_normalisation, token=dc.token)
-
+        task.set_teacher(source)
     lr, total_batch = scaled_lr(cfg.optim, cfg.data.batch_size, env.world_size)
     steps_per_epoch = math.ceil(len(data.train_loader) / cfg.optim.accum_steps)
-    forward_model: nn.Module = TrainView(model)
-    if env.distributed:
-        forward_model = nn.parallel.DistributedDataParallel(
-            forward_model, device_ids=[device.index] if device.type == "cuda" else None
-        )
     trainer = Trainer(
-        model=model, forward_model=forward_model, criterion=criterion,
-        optimizer=build_optimizer(cfg.optim, model, lr),
-        schedule=build_schedule(cfg.schedule, lr, steps_per_epoch, cfg.epochs), env=env, seed=cfg.seed,
-        amp=cfg.amp, accum_steps=cfg.optim.accum_steps, clip_grad=cfg.optim.clip_grad, mixup=mixup,
+        task=task, optimizer=build_optimizer(cfg.optim, model, lr),
+        schedule=build_schedule(cfg.schedule, lr, steps_per_epoch, cfg.epochs), env=env,
+        accum_steps=cfg.optim.accum_steps, clip_grad=cfg.optim.clip_grad,
         ema=ModelEma(model, cfg.ema.decay) if cfg.ema.enabled else None,
         scaler=torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None,
     )
@@ -221,6 +224,7 @@ __all__ = [
     "RunData",
     "build_components",
     "build_data",
+    "build_distillation_objective",
     "build_student",
     "check_distillation",
     "check_runtime",

@@ -16,7 +16,8 @@ from typing import Any, Literal
 
 from deit.data.config import DataConfig
 from deit.runtime.precision import AmpMode
-from deit.runtime.typedconfig import ConfigError, to_dict, unknown_key
+from deit.runtime.typedconfig import ConfigError, setting, to_dict, unknown_key
+from deit.train.objectives import check_objective
 
 DistillationType = Literal["none", "soft", "hard"]
 DistillationToken = Literal["dist", "cls"]
@@ -77,6 +78,13 @@ class DistillationConfig:
 
 
 @dataclass
+class LossConfig:
+    # The base objective, by name from deit.train.objectives' registry (cross_entropy: hard labels with
+    # data.smoothing, or mixup's soft targets); the distillation term composes on top of it.
+    name: str = "cross_entropy"
+
+
+@dataclass
 class OptimConfig:
     name: OptimizerName = "adamw"
     lr: float = 5e-4  # base lr, for a total batch of lr_base_batch when scale_lr is on
@@ -115,6 +123,8 @@ class LoggingConfig:
 
 @dataclass
 class TrainConfig:
+    # Fields marked resumable=True may change between a run and its continuation (they change nothing computed);
+    # every other difference makes `resume: auto` refuse the run dir (deit.train.resume).
     name: str = "custom"
     epochs: int = 300
     seed: int = 0
@@ -123,33 +133,34 @@ class TrainConfig:
     # AVX512_BF16 or AMX), none (fp32) elsewhere; the run's config.yaml records the mode chosen. bf16 (CPU and
     # GPU) | fp16 (GPU only, with a grad scaler) | none.
     amp: AmpMode = "auto"
-    output_dir: str | None = None  # default: runs/<name>
+    output_dir: str | None = setting(None, resumable=True)  # default: runs/<name>
     # An output_dir that already holds a run: "auto" continues it when it was made with the same config (a
     # restart with the unchanged command line) and refuses another config, naming the differing keys; "never"
     # (deit train --fresh) moves the old run aside and starts over.
-    resume: ResumeMode = "auto"
-    log_every: int = 50  # a metrics line every N optimizer steps (0: per epoch only)
-    save_every: int = 0  # training state every N optimizer steps (0: at each epoch end only)
+    resume: ResumeMode = setting("auto", resumable=True)
+    log_every: int = setting(50, resumable=True)  # a metrics line every N optimizer steps (0: per epoch only)
+    save_every: int = setting(0, resumable=True)  # training state every N optimizer steps (0: at each epoch end only)
     # ... and at the first step boundary after this many minutes since the last save (0: off), so a long epoch
     # is never lost whole.
-    save_every_minutes: float = 30.0
+    save_every_minutes: float = setting(30.0, resumable=True)
     # Validate after every N-th epoch and always after the last one (0: after the last one only; -1: never, for
     # callers that evaluate the weights themselves, e.g. `deit reproduce`: the summary's final metrics are then
     # empty and no best.safetensors is written). On a small training set validation can cost as much as the epoch
     # itself; best.safetensors only sees validated epochs.
     eval_every: int = 1
-    progress: bool = True  # tqdm progress bar on rank 0
+    progress: bool = setting(True, resumable=True)  # tqdm progress bar on rank 0
     # torch intra-op threads per process; null: torch's default (torchrun sets OMP_NUM_THREADS=1 per process).
     # On a CPU shared with other busy processes, 1 is often faster than several spinning threads.
-    threads: int | None = None
+    threads: int | None = setting(None, resumable=True)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     distillation: DistillationConfig = field(default_factory=DistillationConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     ema: EmaConfig = field(default_factory=EmaConfig)
-    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    logging: LoggingConfig = setting(default_factory=LoggingConfig, resumable=True)
 
     def validate(self) -> TrainConfig:
         """Value checks that need no model or data (those come at the start of training)."""
@@ -173,6 +184,10 @@ class TrainConfig:
             raise ConfigError(f"distillation.tau must be > 0, got {self.distillation.tau}")
         if not 0.0 <= self.ema.decay < 1.0:
             raise ConfigError(f"ema.decay must be in [0, 1), got {self.ema.decay}")
+        try:
+            check_objective(self.loss.name)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         if len(self.optim.betas) != 2:
             raise ConfigError(f"optim.betas needs two values, got {self.optim.betas}")
         self._validate_model()
@@ -237,6 +252,7 @@ __all__ = [
     "DistillationConfig",
     "EmaConfig",
     "LoggingConfig",
+    "LossConfig",
     "ModelConfig",
     "OptimConfig",
     "ScheduleConfig",

@@ -1,34 +1,35 @@
 """The training loop: ``Trainer.fit`` runs the epochs, one optimizer step at a time, and tells its hooks.
 
-The trainer only schedules and steps: the run's parts (student, teacher source, loss, optimizer, EMA) are given
-to it, and everything around the loop (checkpoints, metrics, progress bars) is a hook (``deit.train.hooks``).
+The trainer only schedules and steps: one micro-batch's loss is the task's (``deit.train.task.TrainTask``: the
+student, its teacher source and the objective), the optimizer, schedule, EMA and grad scaler are given to it, and
+everything around the loop (checkpoints, metrics, progress bars) is a hook (``deit.train.hooks``).
 
-Reproducibility: before every micro-batch the global torch RNG (dropout, stochastic depth) is re-seeded from
-(seed, rank, epoch, batch index), and mixup draws from a generator seeded the same way, so a run resumed at any
-optimizer step replays exactly what the uninterrupted run would have done.
+No host sync on the hot path: losses stay on the device, summed there; once per optimizer step a single reduction
+over ranks carries the count of non-finite micro-batch losses, the stop flag and the losses, and only its two flags
+are read on the host (to stop every rank at the same step, before a bad update). The loss values leave the device
+when a metrics line or a checkpoint needs them.
+
+Reproducibility: the task seeds the global torch RNG (dropout, stochastic depth) and mixup from (seed, rank, epoch,
+micro-batch), so a run resumed at any optimizer step replays exactly what the uninterrupted run would have done.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
 from deit.inference.evaluation import evaluate
-from deit.models.contract import training_outputs
-from deit.runtime.distributed import DistEnv, all_reduce_sum
-from deit.runtime.precision import autocast
+from deit.runtime.distributed import DistEnv
 from deit.train.checkpointing import rng_states, set_rng_states
 from deit.train.ema import ModelEma
-from deit.train.loss import DistillationLoss
 from deit.train.optim import LRSchedule
 from deit.train.preemption import StopTraining
+from deit.train.task import StepOutput, TrainTask
 
 
 class NonFiniteLossError(RuntimeError):
@@ -45,74 +46,69 @@ class NonFiniteLossError(RuntimeError):
         )
 
 
-def derive_seed(*parts: int | str) -> int:
-    """A 63-bit seed from any tuple of ints/strings (stable across processes and Python versions)."""
-    digest = hashlib.blake2b("/".join(str(p) for p in parts).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
-
-
-def mix(mixup: Callable | None, x: torch.Tensor, y: torch.Tensor, seed: int, rank: int, epoch: int, batch: int
-        ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Micro-batch ``batch`` of ``epoch`` on ``rank`` as the student (and the teacher) see it: mixed by a
-    generator seeded from that position (``x`` is mixed in place). The one definition the trainer and the
-    teacher-cache builder share."""
-    if mixup is None:
-        return x, y
-    return mixup(x, y, torch.Generator().manual_seed(derive_seed(seed, "mixup", rank, epoch, batch)))
-
-
-class TrainView(nn.Module):
-    """The forward pass training uses (``training_outputs``: both heads of a two-head model), as a module so that
-    DDP wraps exactly that pass."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return training_outputs(self.model, x)
-
-
-@dataclass
 class Meter:
-    """Running loss sums: since the last metrics line (window) and over the epoch. Saved with the training state,
-    so the metrics a resumed run writes equal the uninterrupted run's."""
+    """Running sums of the loss and its parts, since the last metrics line (the window) and over the epoch, kept on
+    the device (float64): ``window()`` and ``epoch_means()`` bring them to the host. Saved with the training state, so
+    the metrics a resumed run writes equal the uninterrupted run's."""
 
-    loss_sum: float = 0.0
-    count: int = 0
-    epoch_loss_sum: float = 0.0
-    epoch_count: int = 0
-    images: int = 0
-    started: float = field(default_factory=time.perf_counter)
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.window_sums: dict[str, torch.Tensor] = {}
+        self.epoch_sums: dict[str, torch.Tensor] = {}
+        self.count = 0  # micro-batches in the window
+        self.epoch_count = 0
+        self.images = 0
+        self.started = time.perf_counter()
+        self.last: dict[str, float] = {}  # the window means of the last metrics line (what a progress bar shows)
 
-    def add(self, loss: float, images: int) -> None:
-        self.loss_sum += loss
-        self.count += 1
-        self.epoch_loss_sum += loss
-        self.epoch_count += 1
+    def add(self, sums: dict[str, torch.Tensor], micro_batches: int, images: int) -> None:
+        """Add the loss sums of ``micro_batches`` micro-batches (averaged over ranks) and the images they held."""
+        for name, value in sums.items():
+            for store in (self.window_sums, self.epoch_sums):
+                store[name] = store[name] + value if name in store else value.clone()
+        self.count += micro_batches
+        self.epoch_count += micro_batches
         self.images += images
 
-    def reset(self) -> None:
-        self.loss_sum, self.count, self.images, self.started = 0.0, 0, 0, time.perf_counter()
+    def window(self) -> dict[str, float]:
+        """The window's mean of the loss and each part (one transfer from the device), and start a new window."""
+        means = _means(self.window_sums, self.count)
+        self.last = means or self.last
+        self.window_sums, self.count, self.images, self.started = {}, 0, 0, time.perf_counter()
+        return means
 
     def reset_epoch(self) -> None:
-        self.epoch_loss_sum, self.epoch_count = 0.0, 0
+        self.epoch_sums, self.epoch_count = {}, 0
 
     @property
     def epoch_loss(self) -> float | None:
-        return self.epoch_loss_sum / self.epoch_count if self.epoch_count else None
+        return _means(self.epoch_sums, self.epoch_count).get("loss")
 
     @property
     def images_per_s(self) -> float:
         return self.images / max(time.perf_counter() - self.started, 1e-9)
 
     def state_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("loss_sum", "count", "epoch_loss_sum", "epoch_count")}
+        return {"window_sums": _floats(self.window_sums), "count": self.count,
+                "epoch_sums": _floats(self.epoch_sums), "epoch_count": self.epoch_count}
 
     def load_state_dict(self, state: dict) -> None:
-        for k, v in state.items():
-            setattr(self, k, v)
+        tensor = lambda v: torch.tensor(v, dtype=torch.float64, device=self.device)  # noqa: E731
+        self.window_sums = {k: tensor(v) for k, v in state["window_sums"].items()}
+        self.epoch_sums = {k: tensor(v) for k, v in state["epoch_sums"].items()}
+        self.count, self.epoch_count = state["count"], state["epoch_count"]
         self.images, self.started = 0, time.perf_counter()
+
+
+def _floats(sums: dict[str, torch.Tensor]) -> dict[str, float]:
+    if not sums:
+        return {}
+    values = torch.stack(list(sums.values())).tolist()
+    return dict(zip(sums, values, strict=True))
+
+
+def _means(sums: dict[str, torch.Tensor], count: int) -> dict[str, float]:
+    return {k: v / count for k, v in _floats(sums).items()} if count else {}
 
 
 @dataclass
@@ -133,18 +129,6 @@ class Progress:
         self.__dict__.update(state)
 
 
-class Hook:
-    """What runs around the loop; every method is optional. ``trainer.progress`` says where training stands."""
-
-    def on_epoch_start(self, trainer: Trainer, num_batches: int) -> None: ...
-
-    def on_batch(self, trainer: Trainer, loss: float) -> None: ...
-
-    def on_step(self, trainer: Trainer, lr: float) -> None: ...
-
-    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict) -> None: ...
-
-
 class Clock:
     """Wall seconds of a run: those of earlier processes (``offset``, from the saved state) plus this one's."""
 
@@ -163,29 +147,54 @@ def validates(epoch: int, epochs: int, eval_every: int) -> bool:
     return epoch == epochs or (eval_every > 0 and epoch % eval_every == 0)
 
 
+class _Group:
+    """An optimizer step's micro-batches so far: their loss sums and non-finite count, on the device."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.non_finite: torch.Tensor | None = None
+        self.micro_batches = 0
+        self.images = 0
+
+    def add(self, out: StepOutput) -> None:
+        loss = out.loss.detach()
+        values = {"loss": loss, **out.parts}
+        for name, value in values.items():
+            value = value.to(torch.float64)
+            self.sums[name] = self.sums[name] + value if name in self.sums else value
+        bad = (~torch.isfinite(loss)).to(torch.float64)
+        self.non_finite = bad if self.non_finite is None else self.non_finite + bad
+        self.micro_batches += 1
+        self.images += out.images
+
+
 @dataclass
 class Trainer:
     """Everything one optimizer step needs, and the loop over epochs."""
 
-    model: nn.Module  # the raw student (weights, evaluation, checkpoints)
-    forward_model: nn.Module  # what the forward pass runs: TrainView(model), maybe wrapped in DDP
-    criterion: DistillationLoss  # owns the teacher source (criterion.teacher) when distilling
+    task: TrainTask  # the student, its teacher source and the objective: micro-batch -> loss
     optimizer: torch.optim.Optimizer
     schedule: LRSchedule
     env: DistEnv
-    seed: int = 0
-    amp: str = "none"
     accum_steps: int = 1
     clip_grad: float | None = None
-    mixup: Callable | None = None
     ema: ModelEma | None = None
     scaler: torch.amp.GradScaler | None = None
-    # Polled every micro-batch (e.g. a deit.runtime.signals.StopFlag); summed over ranks with the loss, so every
-    # rank stops at the same optimizer step: fit raises StopTraining there.
+    # Polled once per optimizer step (e.g. a deit.runtime.signals.StopFlag) and summed over ranks in that step's
+    # reduction, so every rank stops at the same optimizer step: fit raises StopTraining there.
     stop: Callable[[], bool] | None = None
     progress: Progress = field(default_factory=Progress)
-    meter: Meter = field(default_factory=Meter)
+    meter: Meter | None = None
     stop_agreed: bool = False
+
+    def __post_init__(self) -> None:
+        if self.meter is None:
+            self.meter = Meter(self.env.device)
+
+    @property
+    def model(self) -> nn.Module:
+        """The raw student (weights, evaluation, checkpoints)."""
+        return self.task.student
 
     def state_dict(self) -> dict:
         """Everything a resume needs: weights, optimizer, EMA, grad scaler, position, meters, RNG states."""
@@ -219,7 +228,7 @@ class Trainer:
         return float(self.scaler.get_scale()) if self.scaler is not None and self.scaler.is_enabled() else None
 
     # ------------------------------------------------------------------------------------------------ the loop
-    def fit(self, loader, val_loader: Iterable, epochs: int, eval_every: int, hooks: Sequence[Hook] = ()) -> dict:
+    def fit(self, loader, val_loader: Iterable, epochs: int, eval_every: int, hooks: Sequence[Any] = ()) -> dict:
         """Train from ``progress`` to the end of epoch ``epochs``, validating as ``eval_every`` says; returns the
         last validation metrics (empty if this call validated nothing)."""
         p, last = self.progress, {}
@@ -240,26 +249,21 @@ class Trainer:
                 hook.on_epoch_end(self, p.epoch, metrics)
         return last
 
-    @property
-    def validate_teacher(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
-        """The teacher validation compares with (the live distillation teacher; a cache-only run has none)."""
-        if self.criterion.distillation_type == "none" or self.criterion.teacher is None:
-            return None
-        return getattr(self.criterion.teacher, "live", None)
-
     def validate(self, val_loader: Iterable) -> dict:
         """The student's metrics on ``val_loader`` (and the EMA's, prefixed ``ema_``)."""
-        metrics = evaluate(self.model, val_loader, self.env, self.validate_teacher, self.amp)
+        amp = self.task.amp
+        metrics = evaluate(self.model, val_loader, self.env, self.task.validation_teacher, amp)
         if self.ema is not None:
-            ema = evaluate(self.ema.module, val_loader, self.env, None, self.amp)
+            ema = evaluate(self.ema.module, val_loader, self.env, None, amp)
             metrics.update({f"ema_{k}": v for k, v in ema.items() if k != "num_samples"})
         return metrics
 
-    def train_one_epoch(self, loader: Iterable, num_batches: int, hooks: Sequence[Hook] = ()) -> None:
+    def train_one_epoch(self, loader: Iterable, num_batches: int, hooks: Sequence[Any] = ()) -> None:
         """Train from ``progress.batch`` to the end of ``progress.epoch``; ``loader`` yields those batches."""
         p = self.progress
         self.model.train()
-        self.forward_model.train()
+        self.task.forward_model.train()
+        group = _Group()
         for x, y in loader:
             b = p.batch
             group_start = b - b % self.accum_steps
@@ -268,43 +272,46 @@ class Trainer:
             if b == group_start:
                 lr = self.schedule.apply(self.optimizer, p.step)
                 self.optimizer.zero_grad(set_to_none=True)
-            loss_value = self._backward(x, y, group_size, sync=last_of_group or not self.env.distributed)
+                group = _Group()
+            self._backward(x, y, group, group_size, accumulate=not last_of_group and self.env.distributed)
             p.batch += 1
             for hook in hooks:
-                hook.on_batch(self, loss_value)
+                hook.on_batch(self)
             if last_of_group:
+                self._close_group(group)
                 self._optimizer_step()
                 for hook in hooks:
                     hook.on_step(self, lr)
                 if self.stop_agreed:
                     raise StopTraining(f"stop requested at optimizer step {p.step}")
 
-    def _backward(self, x: torch.Tensor, y: torch.Tensor, group_size: int, sync: bool) -> float:
-        """Forward, loss and backward of one micro-batch (gradients accumulate); returns this rank's loss."""
-        p, env = self.progress, self.env
-        x = x.to(env.device, non_blocking=True)
-        y = y.to(env.device, non_blocking=True)
-        torch.manual_seed(derive_seed(self.seed, "step", env.rank, p.epoch, p.batch))
-        x, y = mix(self.mixup, x, y, self.seed, env.rank, p.epoch, p.batch)
-        with contextlib.nullcontext() if sync else self.forward_model.no_sync():
-            teacher_logits = None
-            if self.criterion.distillation_type != "none":
-                teacher_logits = self.criterion.teacher.logits(x, p.epoch, p.batch)
-            with autocast(env.device, self.amp):
-                outputs = self.forward_model(x)
-                loss = self.criterion(x, outputs, y, teacher_logits=teacher_logits)
-            loss_value = loss.detach().float().item()
-            stop = float(self.stop is not None and self.stop())
-            ok, total, stops = all_reduce_sum([float(math.isfinite(loss_value)), loss_value, stop], env)
-            self.stop_agreed = self.stop_agreed or stops > 0
-            if ok < env.world_size:
-                raise NonFiniteLossError(p.step, p.epoch, self.schedule(p.step), loss_value, self.loss_scale)
-            scaled = loss / group_size
+    def _backward(self, x: torch.Tensor, y: torch.Tensor, group: _Group, group_size: int, accumulate: bool) -> None:
+        """Forward, loss and backward of one micro-batch (gradients accumulate into the group's step)."""
+        p = self.progress
+        with self.task.accumulating(accumulate):
+            out = self.task(x, y, p.epoch, p.batch)
+            scaled = out.loss / group_size
             if self.scaler is not None:
                 scaled = self.scaler.scale(scaled)
             scaled.backward()
-        self.meter.add(total / env.world_size, x.shape[0] * env.world_size)
-        return loss_value
+        group.add(out)
+
+    def _close_group(self, group: _Group) -> None:
+        """The optimizer step's one reduction over ranks: non-finite losses, the stop flag, the loss sums."""
+        env, names = self.env, list(group.sums)
+        stop = float(self.stop is not None and self.stop())
+        flags = torch.stack([group.non_finite, torch.tensor(stop, dtype=torch.float64, device=env.device),
+                             *(group.sums[n] for n in names)])
+        if env.distributed:
+            torch.distributed.all_reduce(flags)
+        non_finite, stops = flags[:2].tolist()  # the step's one host sync
+        self.stop_agreed = self.stop_agreed or stops > 0
+        if non_finite:
+            loss = float(flags[2]) / env.world_size / group.micro_batches
+            p = self.progress
+            raise NonFiniteLossError(p.step, p.epoch, self.schedule(p.step), loss, self.loss_scale)
+        sums = dict(zip(names, flags[2:] / env.world_size, strict=True))
+        self.meter.add(sums, group.micro_batches, group.images * env.world_size)
 
     def _optimizer_step(self) -> None:
         if self.scaler is not None:
@@ -323,13 +330,9 @@ class Trainer:
 
 __all__ = [
     "Clock",
-    "Hook",
     "Meter",
     "NonFiniteLossError",
     "Progress",
-    "TrainView",
     "Trainer",
-    "derive_seed",
-    "mix",
     "validates",
 ]

@@ -16,11 +16,24 @@ from deit.checkpoints import save_checkpoint
 from deit.runtime.distributed import DistEnv, gather_lists
 from deit.runtime.files import atomic_path
 from deit.train.checkpointing import RunDir
-from deit.train.engine import Clock, Hook, Trainer
+from deit.train.engine import Clock, Trainer
 from deit.train.tensorboard import TensorBoardSink
 
 HEAD_METRICS = ("top1_cls", "top1_dist", "teacher_top1", "agreement")
 LISTED_BAD_IMAGES = 3
+
+
+class Hook:
+    """What runs around the loop; every method is optional. ``trainer.progress`` says where training stands, and
+    ``trainer.meter`` holds the losses (on the device until a hook asks for them)."""
+
+    def on_epoch_start(self, trainer: Trainer, num_batches: int) -> None: ...
+
+    def on_batch(self, trainer: Trainer) -> None: ...
+
+    def on_step(self, trainer: Trainer, lr: float) -> None: ...
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict) -> None: ...
 
 
 class ProgressBar(Hook):
@@ -38,11 +51,13 @@ class ProgressBar(Hook):
         self.bar = tqdm(total=num_batches, initial=p.batch, desc=f"epoch {p.epoch + 1}/{self.epochs}", leave=False,
                         file=sys.stderr, dynamic_ncols=True, disable=None)
 
-    def on_batch(self, trainer: Trainer, loss: float) -> None:
+    def on_batch(self, trainer: Trainer) -> None:
         if self.bar is not None:
+            # The loss of the last metrics line: reading the current one would stop the device every micro-batch.
+            loss = trainer.meter.last.get("loss")
             lr = trainer.schedule(trainer.progress.step)
-            self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}", img_s=f"{trainer.meter.images_per_s:.0f}",
-                                 refresh=False)
+            shown = {"loss": f"{loss:.4f}"} if loss is not None else {}
+            self.bar.set_postfix(**shown, lr=f"{lr:.3g}", img_s=f"{trainer.meter.images_per_s:.0f}", refresh=False)
             self.bar.update(1)
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict) -> None:
@@ -81,10 +96,12 @@ class MetricsLog(Hook):
         s, m = trainer.progress.step, trainer.meter
         if not self.log_every or s % self.log_every:
             return
-        if self.env.is_main and m.count:
+        images_per_s = m.images_per_s
+        means = m.window()  # the losses leave the device here, once per line
+        if self.env.is_main and means:
+            parts = {f"loss_{k}": v for k, v in means.items() if k != "loss"}
             self._write({"kind": "step", "epoch": trainer.progress.epoch, "step": s, "lr": lr,
-                         "loss": m.loss_sum / m.count, "img_per_s": m.images_per_s})
-        m.reset()
+                         "loss": means["loss"], **parts, "img_per_s": images_per_s})
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict) -> None:
         p = trainer.progress
@@ -159,4 +176,4 @@ class Checkpointer(Hook):
         self.save(trainer, metrics or None)
 
 
-__all__ = ["Checkpointer", "MetricsLog", "ProgressBar", "bad_image_summary", "save_weights"]
+__all__ = ["Checkpointer", "Hook", "MetricsLog", "ProgressBar", "bad_image_summary", "save_weights"]

@@ -18,13 +18,13 @@ from pathlib import Path
 import yaml
 
 from deit.runtime.distributed import DistEnv, barrier, on_main
-from deit.runtime.typedconfig import dict_differences, to_dict
+from deit.runtime.typedconfig import deep_merge, dict_differences, keys_where, to_dict
 from deit.train.checkpointing import RunDir
 from deit.train.config import ConfigError, TrainConfig
 
-# Keys that may change between a run and its continuation: they do not change what is computed.
-RESUMABLE_CHANGES = ("output_dir", "resume", "progress", "log_every", "save_every", "save_every_minutes", "logging",
-                     "threads", "data.num_workers", "data.pin_memory", "data.persistent_workers")
+# Keys that may change between a run and its continuation (they change nothing computed): the config fields that
+# declare resumable=True (deit.runtime.typedconfig.setting).
+RESUMABLE_CHANGES = keys_where(TrainConfig, "resumable", True)
 
 
 @dataclass(frozen=True)
@@ -35,8 +35,9 @@ class RunDecision:
 
 
 def config_differences(saved: dict, current: dict) -> list[str]:
-    """``key: saved -> current`` for every setting that differs, ignoring the ones a continuation may change."""
-    return dict_differences(saved, current, RESUMABLE_CHANGES)
+    """``key: saved -> current`` for every setting that differs, ignoring the ones a continuation may change. A
+    setting the saved config lacks (it was written before the setting existed) counts as its default."""
+    return dict_differences(deep_merge(to_dict(TrainConfig()), saved), current, RESUMABLE_CHANGES)
 
 
 def move_aside(root: Path) -> Path:

@@ -211,7 +211,7 @@ def _train(cfg: TrainConfig, env: DistEnv, model: nn.Module | None, teacher: nn.
                  "time": round(time.time(), 1)})
     final = _fit(cfg, env, run, parts, clock)
     if not final and cfg.eval_every >= 0:  # resumed a finished run: report its final metrics again
-        final = evaluate(parts.model, parts.data.val_loader, env, trainer.validate_teacher, cfg.amp)
+        final = evaluate(parts.model, parts.data.val_loader, env, trainer.task.validation_teacher, cfg.amp)
     summary = _summary(cfg, env, run, parts, final, clock)
     _finish(run, env, summary)
     barrier(env)

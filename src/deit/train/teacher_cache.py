@@ -3,9 +3,10 @@ run with that stream (a sweep over student settings, the students of a study, a 
 
 A sample's augmentation is a pure function of (seed, epoch, position) and mixup is seeded by (seed, rank, epoch,
 micro-batch), so what the teacher sees is fixed by the *stream*: the data (its content, split, subset), the
-augmentation and mixup settings, the student's input preprocessing, the seed, the per-device batch and the world
-size — not by the student. :func:`stream_key` writes that down; a cache records it and refuses any other stream,
-naming the keys that differ. Model, optimizer, lr and the number of epochs (up to the cache's) may change.
+augmentation and mixup settings and the version of the code that applies them, the student's input
+preprocessing, the seed, the per-device batch and the world size — not by the student. :func:`stream_key` writes
+that down; a cache records it and refuses any other stream, naming the keys that differ. Model, optimizer, lr and
+the number of epochs (up to the cache's) may change.
 
     DIR/cache.json                the key, what is stored, its geometry, who filled it
     DIR/e<epoch>-r<rank>.bin      one part per (epoch, student rank): a record per sample, in stream order
@@ -18,6 +19,8 @@ has only whole parts, and building again resumes at the first missing one.
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -27,22 +30,33 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from deit.data.config import DataConfig
+from deit.data.loader import stream_code_digest
 from deit.runtime.files import atomic_path, atomic_write_text
-from deit.runtime.typedconfig import dict_differences
+from deit.runtime.typedconfig import dict_differences, keys_where
 from deit.train.config import ConfigError
+from deit.train.task import derive_seed, mix
 
 FORMAT = "deit-teacher-cache"
 VERSION = 1
 OUTPUTS = ("argmax", "logits", "topk")
 STORAGE = {"bfloat16": "<u2", "float16": "<f2", "float32": "<f4"}
-# Data settings that do not change what the teacher sees (loader speed, label-side settings).
-NOT_IN_STREAM = ("num_workers", "pin_memory", "persistent_workers", "smoothing", "root")
+# Data settings that do not change what the teacher sees (loader speed, label-side settings): the fields that
+# declare stream=False (deit.runtime.typedconfig.setting).
+NOT_IN_STREAM = keys_where(DataConfig, "stream", False)
+
+
+def stream_code() -> str:
+    """The version of the code that makes the stream: the data pipeline's and the task's mixing (seeds, mixup)."""
+    mixing = hashlib.sha256((inspect.getsource(mix) + inspect.getsource(derive_seed)).encode()).hexdigest()[:8]
+    return f"{stream_code_digest()}-{mixing}"
 
 
 def stream_key(cfg, preprocessing, world_size: int, data_fingerprint: str, teacher: dict) -> dict:
     """What fixes the teacher's inputs and outputs over a run: see the module docstring."""
     data = {k: v for k, v in cfg.data.to_dict().items() if k not in NOT_IN_STREAM}
     return {
+        "code": stream_code(),
         "data": {**data, "fingerprint": data_fingerprint},
         "input": {"size": preprocessing.input_size, "mean": list(preprocessing.mean), "std": list(preprocessing.std)},
         "seed": cfg.seed,

@@ -1,0 +1,83 @@
+"""Base objectives by name: what ``loss.name`` trains the class head on (and every head when there is no teacher).
+
+An objective is a criterion ``(logits, target) -> scalar loss``, built for a run by its builder from an
+:class:`ObjectiveSpec` (class count, label smoothing, and whether targets arrive as class indices or as the
+(B, classes) soft targets mixup/cutmix produce). The distillation term composes on top of any of them
+(``deit.train.loss.DistillationObjective``), so a new objective never touches distillation, the task or the loop.
+
+    from deit.train import register_objective
+    register_objective("focal", lambda spec: MyFocalLoss(spec.num_classes))   # then loss.name=focal
+
+Built in: ``cross_entropy`` (hard labels with label smoothing, or mixup's soft targets).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ObjectiveSpec:
+    """What a run tells an objective builder."""
+
+    num_classes: int
+    smoothing: float  # data.smoothing; mixup has already folded it into soft targets
+    soft_targets: bool  # targets are (B, num_classes) probabilities (mixup/cutmix on), else class indices
+
+
+ObjectiveBuilder = Callable[[ObjectiveSpec], nn.Module]
+_OBJECTIVES: dict[str, ObjectiveBuilder] = {}
+
+
+def register_objective(name: str, builder: ObjectiveBuilder, *, replace: bool = False) -> None:
+    """Make ``loss.name=<name>`` build ``builder(spec)``; registering a taken name needs ``replace=True``."""
+    if not name or not isinstance(name, str):
+        raise ValueError(f"an objective name is a non-empty string, got {name!r}")
+    if name in _OBJECTIVES and not replace:
+        raise ValueError(f"objective {name!r} is registered already (pass replace=True to redefine it)")
+    _OBJECTIVES[name] = builder
+
+
+def objective_names() -> tuple[str, ...]:
+    return tuple(_OBJECTIVES)
+
+
+def check_objective(name: str) -> None:
+    """``name`` is a registered objective, else a ValueError listing them."""
+    if name not in _OBJECTIVES:
+        raise ValueError(f"loss.name={name!r} is not a registered objective; known: {', '.join(_OBJECTIVES)} "
+                         "(a new one: deit.train.register_objective(name, builder))")
+
+
+def build_objective(name: str, spec: ObjectiveSpec) -> nn.Module:
+    check_objective(name)
+    return _OBJECTIVES[name](spec)
+
+
+class SoftTargetCrossEntropy(nn.Module):
+    """Cross-entropy against (B, C) target probabilities (mixup/cutmix targets, smoothing folded in)."""
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return torch.sum(-target * torch.log_softmax(logits.float(), dim=-1), dim=-1).mean()
+
+
+def _cross_entropy(spec: ObjectiveSpec) -> nn.Module:
+    return SoftTargetCrossEntropy() if spec.soft_targets else nn.CrossEntropyLoss(label_smoothing=spec.smoothing)
+
+
+register_objective("cross_entropy", _cross_entropy)
+
+
+__all__ = [
+    "ObjectiveBuilder",
+    "ObjectiveSpec",
+    "SoftTargetCrossEntropy",
+    "build_objective",
+    "check_objective",
+    "objective_names",
+    "register_objective",
+]
