@@ -35,13 +35,14 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; training stops without writing the bad weights."""
 
     def __init__(self, step: int, epoch: int, lr: float, loss: float, loss_scale: float | None) -> None:
+        # epoch: 0-based, like Progress.epoch
         self.step, self.epoch, self.lr, self.loss, self.loss_scale = step, epoch, lr, loss, loss_scale
         scale = f", loss scale {loss_scale:g}" if loss_scale is not None else ", no loss scaling"
         fix = "lower optim.lr or set optim.clip_grad (e.g. 1.0)"
         if loss_scale is not None:
             fix += ", or use amp=bf16 (no loss scaling, fp16's range problems gone)"
         super().__init__(
-            f"non-finite loss ({loss}) at optimizer step {step} (epoch {epoch}), lr {lr:.6g}{scale}; {fix}"
+            f"non-finite loss ({loss}) at optimizer step {step} (epoch {epoch + 1}), lr {lr:.6g}{scale}; {fix}"
         )
 
 
@@ -83,6 +84,7 @@ class Meter:
     epoch_loss_sum: float = 0.0
     epoch_count: int = 0
     images: int = 0
+    epoch_images: int = 0  # this process's images of the epoch (a rate, not saved with the state)
     started: float = field(default_factory=time.perf_counter)
 
     def add(self, loss: float, images: int) -> None:
@@ -91,12 +93,13 @@ class Meter:
         self.epoch_loss_sum += loss
         self.epoch_count += 1
         self.images += images
+        self.epoch_images += images
 
     def reset(self) -> None:
         self.loss_sum, self.count, self.images, self.started = 0.0, 0, 0, time.perf_counter()
 
     def reset_epoch(self) -> None:
-        self.epoch_loss_sum, self.epoch_count = 0.0, 0
+        self.epoch_loss_sum, self.epoch_count, self.epoch_images = 0.0, 0, 0
 
     @property
     def epoch_loss(self) -> float | None:
