@@ -84,7 +84,8 @@ def _decide(run: RunDir, cfg: TrainConfig, mode: str) -> RunDecision:
     return RunDecision(True)
 
 
-def _in_use(run: RunDir, exc: LockHeld) -> str:
+def in_use(run: RunDir, exc: LockHeld) -> str:
+    """The refusal of a run directory another live run holds: who, since when, and the fix."""
     holder = exc.holder
     who = f"{holder.describe()}" if holder else "a process that is starting"
     stop = f" (kill {holder.pid} on {holder.host})" if holder else ""
@@ -98,7 +99,7 @@ def _claim(run: RunDir, cfg: TrainConfig, mode: str) -> RunDecision:
     try:
         previous = run.claim()
     except LockHeld as exc:
-        raise ConfigError(_in_use(run, exc)) from None
+        raise ConfigError(in_use(run, exc)) from None
     try:
         decision = _decide(run, cfg, mode)
         if decision.error:
@@ -109,7 +110,7 @@ def _claim(run: RunDir, cfg: TrainConfig, mode: str) -> RunDecision:
             try:
                 run.claim()
             except LockHeld as exc:  # another run made the directory anew in the meantime
-                raise ConfigError(_in_use(run, exc)) from None
+                raise ConfigError(in_use(run, exc)) from None
             decision = replace(decision, moved_to=str(moved))
     except BaseException:
         run.release(failed=True)
@@ -138,4 +139,4 @@ def open_run(root: Path, cfg: TrainConfig, env: DistEnv, mode: str) -> tuple[Run
     return run, state
 
 
-__all__ = ["RESUMABLE_CHANGES", "RunDecision", "config_differences", "move_aside", "open_run"]
+__all__ = ["RESUMABLE_CHANGES", "RunDecision", "config_differences", "in_use", "move_aside", "open_run"]
