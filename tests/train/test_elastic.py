@@ -18,6 +18,8 @@ from safetensors.torch import load_file
 from train_support import REPO, SUBPROCESS_ENV, tiny_overrides
 
 from deit.cli import main
+from deit.runtime.locks import FileLock, LockHeld
+from deit.train.checkpointing import LOCK_FILE
 from deit.train.preemption import EXIT_PREEMPTED
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
@@ -96,11 +98,15 @@ def test_sigterm_to_the_group_saves_and_the_same_command_continues(tmp_path, ref
     out = tmp_path / "preempted"
     proc = _start(_command(out))
     _wait_for_step(proc, out, 5)
+    # One lock for the group, held by rank 0 (rank 1 runs beside it: it never tried to take it).
+    with pytest.raises(LockHeld) as held:
+        FileLock(out / LOCK_FILE).acquire()
+    assert held.value.holder.pid == _worker(proc.pid, 0)
     os.killpg(proc.pid, signal.SIGTERM)
     log, _ = proc.communicate(timeout=120)
     # torchrun itself stops on the signal (exit 1); every worker saved nothing but rank 0's state, and said so.
     assert proc.returncode != 0 and log.count("stopped by SIGTERM") == 2, log
-    assert not (out / "summary.json").exists()
+    assert not (out / "summary.json").exists() and not (out / LOCK_FILE).exists()  # released on the way out
     stopped_at = torch.load(out / "state.pt", weights_only=False)["progress"]["step"]
     assert 5 <= stopped_at < 24  # saved at the step boundary after the signal, not at an older save
 

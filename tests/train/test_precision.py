@@ -33,9 +33,9 @@ def test_the_run_records_and_prints_the_mode_chosen(tmp_path, capsys, monkeypatc
     train(load_config("digits-convnet-teacher", overrides))
     assert "precision: fp32 (amp=auto: this CPU has no AVX512_BF16 or AMX" in capsys.readouterr().out
     assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["amp"] == "none"
-    # The same command again continues the run: "auto" resolves to what the run recorded.
+    # The same command again is the same run ("auto" resolves to what the run recorded), which is complete.
     train(load_config("digits-convnet-teacher", overrides))
-    assert "resuming at epoch 1, batch 0" in capsys.readouterr().out
+    assert "run is complete: 1 epochs" in capsys.readouterr().out
 
 
 def test_bf16_needs_no_native_support_but_auto_never_picks_it_without(monkeypatch):

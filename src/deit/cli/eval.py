@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from deit.inference.evaluation import TTA_MODES
 from deit.runtime.precision import AMP_MODES
@@ -27,7 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--teacher", help="a teacher checkpoint: also report its top-1 and the agreement")
     p.add_argument("--teacher-model", help="registered architecture of the teacher checkpoint, if needed")
     p.add_argument("--device", default="auto")
-    p.add_argument("--amp", default="none", choices=AMP_MODES)
+    p.add_argument("--amp", default="auto", choices=AMP_MODES,
+                   help="mixed precision (default auto: bf16 where the hardware computes it natively, fp32 elsewhere, "
+                        "as deit train resolves it, so a run's checkpoint scores what the run measured)")
     p.add_argument("--tta", default="none", choices=TTA_MODES,
                    help="test-time augmentation: flip averages each head's logits over the image and its mirror "
                         "image (default: none)")
@@ -45,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
         args.checkpoint, args.data, architecture=args.model, split=args.split, batch_size=args.batch_size,
         workers=args.workers, teacher=args.teacher, teacher_architecture=args.teacher_model, device=args.device,
         amp=args.amp, overrides=args.data_overrides, tta=args.tta,
+        log=lambda line: print(line, file=sys.stderr if args.json else sys.stdout, flush=True),
     )
     if launched_rank() != 0:
         return 0

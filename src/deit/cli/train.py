@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(dump_config(cfg), end="")
         return 0
+    from deit.train.checkpointing import RunDir
     from deit.train.engine import NonFiniteLossError
     from deit.train.preemption import EXIT_PREEMPTED, Preempted
     from deit.train.runner import default_output_dir, train
@@ -60,7 +61,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"deit train: {exc}", file=sys.stderr, flush=True)
         return EXIT_PREEMPTED
     except KeyboardInterrupt:
-        print(f"interrupted: the last saved state is in {default_output_dir(cfg)}; the same command continues from "
-              "it", file=sys.stderr)
+        run = RunDir(default_output_dir(cfg))
+        print(f"interrupted: the last saved state is in {run.root}; the same command continues from it"
+              if run.has_state() else "interrupted before the first save: nothing was kept; the same command starts "
+              "over", file=sys.stderr)
         return 130
     return 0

@@ -25,7 +25,7 @@ from deit.inference.teacher import Teacher
 from deit.models.contract import SINGLE_HEAD, head_names, head_outputs, prediction_key
 from deit.models.preprocessing import Preprocessing
 from deit.runtime.distributed import DistEnv, all_reduce_sum, cleanup, init_distributed
-from deit.runtime.precision import autocast
+from deit.runtime.precision import autocast, precision_line
 
 TeacherFn = Callable[[torch.Tensor], torch.Tensor]
 # Test-time augmentation: "flip" averages each head's logits over the image and its mirror image (as airbench
@@ -170,16 +170,22 @@ def eval_loader(data: str, model: nn.Module, *, split: str = "val", batch_size: 
 
 def evaluate_checkpoint(checkpoint: str, data: str, *, architecture: str | None = None, split: str = "val",
                         batch_size: int = 64, workers: int = 2, teacher: str | None = None,
-                        teacher_architecture: str | None = None, device: str = "auto", amp: str = "none",
-                        overrides: Sequence[str] = (), tta: str = "none") -> dict:
+                        teacher_architecture: str | None = None, device: str = "auto", amp: str = "auto",
+                        overrides: Sequence[str] = (), tta: str = "none",
+                        log: Callable[[str], None] | None = None) -> dict:
     """:func:`evaluate` of a checkpoint file on ``data`` (``deit eval``); under torchrun every rank calls it and
-    the metrics count every sample once. A ``teacher`` checkpoint adds its top-1 and the agreement."""
+    the metrics count every sample once. A ``teacher`` checkpoint adds its top-1 and the agreement. ``amp``:
+    "auto" resolves as training resolves it (so a run's checkpoint scores what the run measured); ``log`` is told
+    the precision line on rank 0."""
     env = init_distributed(device)
     try:
+        amp, line = precision_line(amp, env.device)
         model = load_model(checkpoint, architecture).to(env.device)
         loader, _ = eval_loader(data, model, split=split, batch_size=batch_size, workers=workers,
                                 overrides=overrides, distributed=(env.world_size, env.rank))
         frozen = Teacher(load_model(teacher, teacher_architecture).to(env.device)) if teacher else None
+        if log is not None and env.is_main:  # once the inputs are known good: a bad one gets its error alone
+            log(line)
         return evaluate(model, loader, env, frozen, amp, tta)
     finally:
         cleanup(env)

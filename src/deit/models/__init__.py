@@ -5,7 +5,7 @@ from deit.models.complexity import Complexity, count_params, measure
 from deit.models.contract import HEAD_MODES, Classifier, combine_heads, has_two_heads, head_outputs, training_outputs
 from deit.models.pos_embed import resample_pos_embed
 from deit.models.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
-from deit.models.registry import FAMILIES, build_model, create_model, get_entry, list_models
+from deit.models.registry import FAMILIES, build_model, create_model, describe_model, get_entry, list_models
 from deit.models.regnet import RegNet, RegNetConfig
 from deit.models.resnet import ResNet, ResNetConfig
 from deit.models.vit import VisionTransformer, ViTConfig
@@ -28,6 +28,7 @@ __all__ = [
     "combine_heads",
     "count_params",
     "create_model",
+    "describe_model",
     "get_entry",
     "has_two_heads",
     "head_outputs",

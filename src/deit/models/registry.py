@@ -117,6 +117,24 @@ def find_entry(family: str, config: Any) -> ModelEntry | None:
     return None
 
 
+def describe_model(config: Any, made_from: str | None = None) -> str:
+    """What an architecture is, in words: the registered model it is (``deit_small_patch16_224``), else its shape
+    (the config's ``describe()``, or its family and structural fields) and, when given, the registered name
+    ``made_from`` it was built from with overrides. Raises ValueError for a config of no registered family."""
+    family = family_of(config)
+    entry = find_entry(family, config)
+    if entry is not None:
+        return entry.name
+    describe = getattr(config, "describe", None)
+    if callable(describe):
+        shape = describe()
+    else:
+        fields_ = {k: v for k, v in dataclasses.asdict(config).items() if k not in NON_STRUCTURAL}
+        shape = f"{family} " + ", ".join(f"{k} {v}" for k, v in fields_.items())
+    base = _MODELS.get(_ALIASES.get(made_from, made_from)) if made_from else None
+    return f"{shape} ({base.name} with overrides)" if base is not None and base.family == family else shape
+
+
 def default_preprocessing(family: str, config: Any) -> Preprocessing:
     """The named model's preprocessing for this architecture, else the paper's rule for its input size."""
     entry = find_entry(family, config)
@@ -181,6 +199,7 @@ __all__ = [
     "build_model",
     "create_model",
     "default_preprocessing",
+    "describe_model",
     "families",
     "family_of",
     "find_entry",

@@ -65,6 +65,12 @@ class ViTConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def describe(self) -> str:
+        """The shape in words: ``ViT dim 128, depth 6, 4 heads, patch 4, 32 px, distillation token``."""
+        token = ", distillation token" if self.distilled else ""
+        return (f"ViT dim {self.embed_dim}, depth {self.depth}, {self.num_heads} heads, patch {self.patch_size}, "
+                f"{self.img_size} px{token}")
+
 
 # The DeiT sizes (paper, Table 1); every one has 64-dimensional attention heads.
 DEIT_WIDTHS: dict[str, int] = {"tiny": 192, "small": 384, "base": 768}

@@ -18,6 +18,7 @@ import torch
 AmpMode = Literal["auto", "none", "bf16", "fp16"]
 AMP_MODES: tuple[str, ...] = typing.get_args(AmpMode)
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+AMP_NAMES = {"none": "fp32", "bf16": "bf16 autocast", "fp16": "fp16 autocast"}  # how a console line says each
 
 
 @functools.cache
@@ -55,6 +56,12 @@ def resolve_amp(amp: str, device: torch.device) -> tuple[str, str]:
     return "none", "this CPU has no AVX512_BF16 or AMX: bf16 would be emulated, far slower than fp32"
 
 
+def precision_line(amp: str, device: torch.device) -> tuple[str, str]:
+    """(the mode ``amp`` resolves to on ``device``, the line saying so: ``precision: fp32 (amp=auto: why)``)."""
+    mode, why = resolve_amp(amp, device)
+    return mode, f"precision: {AMP_NAMES[mode]} (amp={amp}: {why})"
+
+
 def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
     """torch.autocast for ``amp`` on ``device``'s type ("none": a no-op context); resolve "auto" first."""
     if amp not in AMP_MODES or amp == "auto":
@@ -64,4 +71,5 @@ def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManage
     return torch.autocast(device.type, dtype=_AUTOCAST_DTYPES[amp])
 
 
-__all__ = ["AMP_MODES", "AmpMode", "autocast", "bf16_native", "cpu_bf16_instructions", "resolve_amp"]
+__all__ = ["AMP_MODES", "AMP_NAMES", "AmpMode", "autocast", "bf16_native", "cpu_bf16_instructions", "precision_line",
+           "resolve_amp"]

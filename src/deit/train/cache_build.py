@@ -11,6 +11,7 @@ the first missing part.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -37,7 +38,14 @@ from deit.train.teacher_cache import (
     write_meta,
     write_part,
 )
-from deit.train.teacher_source import MANY_CLASSES, TOP_K, cache_storage, live_teacher, teacher_identity
+from deit.train.teacher_source import (
+    MANY_CLASSES,
+    TOP_K,
+    cache_storage,
+    check_teacher_checkpoint,
+    live_teacher,
+    teacher_identity,
+)
 
 
 @dataclass(frozen=True)
@@ -132,7 +140,9 @@ def build_cache(cfg: TrainConfig, output: str | Path, opts: BuildOptions = Build
 
 
 def _build(cfg: TrainConfig, root: Path, opts: BuildOptions, env: DistEnv, log: Callable[[str], None]) -> CacheMeta:
+    started = time.perf_counter()
     cfg, precision = resolve_precision(cfg, env.device)
+    check_teacher_checkpoint(cfg)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     say = log if env.is_main else (lambda message: None)
@@ -172,6 +182,10 @@ def _build(cfg: TrainConfig, root: Path, opts: BuildOptions, env: DistEnv, log: 
             opts.on_part(epoch, rank)
     bar.close()
     barrier(env)
+    size = format_bytes(meta.bytes_per_epoch * cfg.epochs)
+    done = f"computed {total} part(s)" if total else "nothing to compute, every part was there"
+    say(f"teacher cache {root}: {kind}, {cfg.epochs} epochs x {meta.ranks} rank(s) ({size}) complete: {done} in "
+        f"{time.perf_counter() - started:.1f} s; train with distillation.teacher_cache={root}")
     return meta
 
 

@@ -11,6 +11,8 @@
                             nothing else and a kill between two files can never mix two steps
       summary.json          final metrics of the run
       plots/*.png           ``deit plot RUN_DIR``
+      run.lock              while a run works here: who it is (pid, host, start, command); its flock keeps a
+                            second run out and dies with its holder
 
 A SIGKILL at any moment leaves every file either at its previous or its new version; ``metrics.jsonl`` is
 append-only, and on resume the lines written after the resumed step (and a torn last line) are dropped.
@@ -20,14 +22,17 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from deit.runtime.files import atomic_torch_save, atomic_write_text
+from deit.runtime.locks import FileLock, Holder, LockHeld
 
 STATE_VERSION = 1
+LOCK_FILE = "run.lock"
 
 
 # --------------------------------------------------------------------------------------------------- RNG states
@@ -56,6 +61,8 @@ class RunDir:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+        self._lock = FileLock(self.root / LOCK_FILE)
+        self._created: Path | None = None  # the topmost directory claim() made (None: the run dir existed)
 
     config = property(lambda self: self.root / "config.yaml")
     metrics = property(lambda self: self.root / "metrics.jsonl")
@@ -65,9 +72,34 @@ class RunDir:
     ema = property(lambda self: self.root / "ema.safetensors")
     summary = property(lambda self: self.root / "summary.json")
     plots = property(lambda self: self.root / "plots")
+    lock_file = property(lambda self: self.root / LOCK_FILE)
 
-    def create(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
+    def claim(self) -> Holder | None:
+        """Create the directory (noting which directories this made) and lock it for this process; returns the
+        record of a dead run whose lock this took over. Raises LockHeld while a live process holds it."""
+        self._created = _make_dirs(self.root)
+        self._lock = FileLock(self.lock_file)
+        try:
+            return self._lock.acquire()
+        except LockHeld:
+            self._created = None  # in use by the holder: never removed from here
+            raise
+        except BaseException:
+            self.release(failed=True)
+            raise
+
+    def release(self, failed: bool = False, moved_to: str | Path | None = None) -> None:
+        """Unlock (the lock file is at ``moved_to`` when the directory was renamed meanwhile). ``failed``: the run
+        stops before it saved anything, so the directories ``claim`` made are removed; a directory that existed
+        before, or holds a saved state, is kept."""
+        if failed and self._created is not None and not self.has_state():
+            shutil.rmtree(self.root, ignore_errors=True)
+            for parent in self.root.parents:  # the parents claim made, while empty
+                if not parent.is_relative_to(self._created) or _not_empty(parent):
+                    break
+                parent.rmdir()
+        self._lock.release(moved_to)
+        self._created = None
 
     def has_state(self) -> bool:
         return self.state.is_file()
@@ -102,6 +134,22 @@ class RunDir:
         atomic_write_text(self.summary, json.dumps(summary, indent=2) + "\n")
 
 
+def _make_dirs(root: Path) -> Path | None:
+    """``mkdir -p root``; the topmost directory this call made (None: ``root`` existed)."""
+    made = None
+    for path in (*reversed(root.parents), root):
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        made = made or path
+    return made
+
+
+def _not_empty(path: Path) -> bool:
+    return not path.is_dir() or any(path.iterdir())
+
+
 def read_metrics(path: str | Path) -> list[dict]:
     """The records of a metrics.jsonl file; a torn last line (a kill mid-write) is skipped."""
     records = []
@@ -120,6 +168,7 @@ def read_metrics(path: str | Path) -> list[dict]:
 
 
 __all__ = [
+    "LOCK_FILE",
     "RunDir",
     "read_metrics",
     "rng_states",

@@ -19,7 +19,7 @@ from deit.data import ImageDataset, build_dataset, build_loader, build_mixup
 from deit.inference.teacher import Teacher
 from deit.models import Preprocessing, get_entry
 from deit.runtime.distributed import DistEnv
-from deit.runtime.precision import bf16_native, resolve_amp
+from deit.runtime.precision import bf16_native, precision_line
 from deit.train.config import ConfigError, TrainConfig
 from deit.train.ema import ModelEma
 from deit.train.engine import Trainer
@@ -132,13 +132,13 @@ def check_distillation(cfg: TrainConfig, teacher: nn.Module | None, num_classes:
 
 def resolve_precision(cfg: TrainConfig, device: torch.device) -> tuple[TrainConfig, str]:
     """``cfg`` with ``amp`` and ``teacher.dtype`` "auto" resolved for ``device``, and the line saying so."""
-    amp, why = resolve_amp(cfg.amp, device)
+    amp, line = precision_line(cfg.amp, device)
     teacher_dtype = cfg.teacher.dtype
     if teacher_dtype == "auto":
         teacher_dtype = "bfloat16" if bf16_native(device) else "float32"
     resolved = replace(cfg, amp=amp, teacher=replace(cfg.teacher, dtype=teacher_dtype))
-    shown = {"none": "fp32", "bf16": "bf16 autocast", "fp16": "fp16 autocast with a grad scaler"}[amp]
-    line = f"precision: {shown} (amp={cfg.amp}: {why})"
+    if amp == "fp16":
+        line = line.replace("fp16 autocast", "fp16 autocast with a grad scaler", 1)
     if cfg.distillation.type != "none":
         line += f"; teacher in {teacher_dtype}"
     return resolved, line

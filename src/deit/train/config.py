@@ -12,6 +12,7 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from deit.data.config import DataConfig
@@ -224,6 +225,11 @@ class TrainConfig:
         return to_dict(self)
 
 
+def default_output_dir(cfg: TrainConfig) -> Path:
+    """Where a run writes: ``output_dir``, else ``runs/<name>``."""
+    return Path(cfg.output_dir or f"runs/{cfg.name}")
+
+
 def _allowed(value: Any, tp: Any) -> tuple[bool, tuple]:
     """(whether ``value`` fits a Literal field or a union with a Literal arm, the literal choices)."""
     arms = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
@@ -259,4 +265,5 @@ __all__ = [
     "TeacherConfig",
     "TrainConfig",
     "check_choices",
+    "default_output_dir",
 ]

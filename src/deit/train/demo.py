@@ -8,16 +8,27 @@ import time
 from pathlib import Path
 
 from deit.runtime.files import atomic_write_text
+from deit.runtime.locks import LockHeld
+from deit.train.checkpointing import RunDir
+from deit.train.config import ConfigError
 from deit.train.presets import load_config
+from deit.train.resume import in_use
 
 TEACHER_PRESET = "digits-convnet-teacher"
 STUDENT_PRESET = "digits-deit-distilled"
 
 
 def _clear_previous(run_dir: Path) -> None:
-    """Remove a run directory this demo wrote before (recognised by its config.yaml), so a rerun starts fresh."""
+    """Remove a run directory this demo wrote before (recognised by its config.yaml), so a rerun starts fresh;
+    never one a live run is working in."""
     if (run_dir / "config.yaml").is_file():
+        run = RunDir(run_dir)
+        try:
+            run.claim()
+        except LockHeld as exc:
+            raise ConfigError(in_use(run, exc)) from None
         shutil.rmtree(run_dir)
+        run.release()
 
 
 def run_demo(output: str | Path = "runs/demo", teacher_overrides=(), student_overrides=()) -> dict:

@@ -36,13 +36,14 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; training stops without writing the bad weights."""
 
     def __init__(self, step: int, epoch: int, lr: float, loss: float, loss_scale: float | None) -> None:
+        # epoch: 0-based, like Progress.epoch
         self.step, self.epoch, self.lr, self.loss, self.loss_scale = step, epoch, lr, loss, loss_scale
         scale = f", loss scale {loss_scale:g}" if loss_scale is not None else ", no loss scaling"
         fix = "lower optim.lr or set optim.clip_grad (e.g. 1.0)"
         if loss_scale is not None:
             fix += ", or use amp=bf16 (no loss scaling, fp16's range problems gone)"
         super().__init__(
-            f"non-finite loss ({loss}) at optimizer step {step} (epoch {epoch}), lr {lr:.6g}{scale}; {fix}"
+            f"non-finite loss ({loss}) at optimizer step {step} (epoch {epoch + 1}), lr {lr:.6g}{scale}; {fix}"
         )
 
 
@@ -58,6 +59,7 @@ class Meter:
         self.count = 0  # micro-batches in the window
         self.epoch_count = 0
         self.images = 0
+        self.epoch_images = 0  # the images of the epoch over all ranks (for a rate; not saved with the state)
         self.started = time.perf_counter()
         self.last: dict[str, float] = {}  # the window means of the last metrics line (what a progress bar shows)
 
@@ -69,6 +71,7 @@ class Meter:
         self.count += micro_batches
         self.epoch_count += micro_batches
         self.images += images
+        self.epoch_images += images
 
     def window(self) -> dict[str, float]:
         """The window's mean of the loss and each part (one transfer from the device), and start a new window."""
@@ -78,7 +81,7 @@ class Meter:
         return means
 
     def reset_epoch(self) -> None:
-        self.epoch_sums, self.epoch_count = {}, 0
+        self.epoch_sums, self.epoch_count, self.epoch_images = {}, 0, 0
 
     @property
     def epoch_loss(self) -> float | None:

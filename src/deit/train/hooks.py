@@ -1,7 +1,8 @@
-"""What runs around the training loop, as ``Trainer.fit`` hooks: the progress bar, the metrics log (with
-TensorBoard and the unreadable-image summary), and checkpoints (by epoch, by steps, by minutes).
+"""What runs around the training loop, as ``Trainer.fit`` hooks: the progress bar, the metrics log (with its
+console lines, TensorBoard and the unreadable-image summary), and checkpoints (by epoch, by steps, by minutes).
 
-Every hook writes on rank 0 only (``env.is_main``); the other ranks compute and stay silent.
+Every hook writes on rank 0 only (``env.is_main``); the other ranks compute and stay silent. Epochs are 1-based
+wherever a person reads them (console, ``metrics.jsonl``); ``trainer.progress.epoch`` counts from 0.
 """
 
 from __future__ import annotations
@@ -66,6 +67,20 @@ class ProgressBar(Hook):
             self.bar = None
 
 
+def say(line: str) -> None:
+    """A console line on stdout that does not tear a progress bar drawn on the same terminal."""
+    from tqdm import tqdm
+
+    tqdm.write(line, file=sys.stdout)
+    sys.stdout.flush()
+
+
+def clock_time(seconds: float) -> str:
+    """``H:MM:SS``."""
+    s = max(0, round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
 def bad_image_summary(epoch: int, errors: list[str], data_root: str | None) -> str:
     """One line for the unreadable images of an epoch: how many, the first few, and how to list them all."""
     shown = "; ".join(errors[:LISTED_BAD_IMAGES])
@@ -77,7 +92,8 @@ def bad_image_summary(epoch: int, errors: list[str], data_root: str | None) -> s
 
 class MetricsLog(Hook):
     """``metrics.jsonl`` (and TensorBoard, when its sink is given): a ``step`` record every ``log_every``
-    optimizer steps and an ``epoch`` record per epoch; one console line per epoch, and one for the epoch's
+    optimizer steps and an ``epoch`` record per epoch. On the console, the same step line (loss, lr, images/s and
+    the ETA of the whole run), one line per epoch (train loss, time, images/s, validation), and one for the epoch's
     unreadable images (all ranks and loader workers together)."""
 
     def __init__(self, run: RunDir, env: DistEnv, epochs: int, log_every: int, eval_every: int, clock: Clock,
@@ -86,22 +102,44 @@ class MetricsLog(Hook):
         self.run, self.env, self.epochs, self.clock = run, env, epochs, clock
         self.log_every, self.eval_every = log_every, eval_every
         self.loaders, self.data_root, self.tensorboard = loaders, data_root, tensorboard
+        self.started: tuple[float, int] | None = None  # (time, step) of this process's first epoch start
+        self.epoch_started: tuple[float, int] | None = None  # (time, images) at this epoch's start
+        self.trained: float | None = None  # when this epoch's last step ended (before validation)
+        self.num_batches = 0
 
     def _write(self, record: dict) -> None:
         self.run.log(record)
         if self.tensorboard is not None:
             self.tensorboard.write(record)
 
+    def on_epoch_start(self, trainer: Trainer, num_batches: int) -> None:
+        now = time.perf_counter()
+        self.started = self.started or (now, trainer.progress.step)
+        self.epoch_started, self.trained, self.num_batches = (now, trainer.meter.epoch_images), None, num_batches
+
     def on_step(self, trainer: Trainer, lr: float) -> None:
-        s, m = trainer.progress.step, trainer.meter
-        if not self.log_every or s % self.log_every:
+        p, m = trainer.progress, trainer.meter
+        if self.num_batches and p.batch >= self.num_batches:
+            self.trained = time.perf_counter()
+        if not self.log_every or p.step % self.log_every:
             return
         images_per_s = m.images_per_s
         means = m.window()  # the losses leave the device here, once per line
         if self.env.is_main and means:
             parts = {f"loss_{k}": v for k, v in means.items() if k != "loss"}
-            self._write({"kind": "step", "epoch": trainer.progress.epoch, "step": s, "lr": lr,
-                         "loss": means["loss"], **parts, "img_per_s": images_per_s})
+            record = {"kind": "step", "epoch": p.epoch + 1, "step": p.step, "lr": lr, "loss": means["loss"], **parts,
+                      "img_per_s": images_per_s}
+            self._write(record)
+            say(self._step_line(trainer, record))
+
+    def _step_line(self, trainer: Trainer, record: dict) -> str:
+        total, step = trainer.schedule.total_steps, record["step"]
+        line = (f"step {step}/{total} (epoch {record['epoch']}/{self.epochs}): loss {record['loss']:.4f}, "
+                f"lr {record['lr']:.3g}, {record['img_per_s']:.0f} img/s")
+        if self.started is not None and step > self.started[1]:
+            per_step = (time.perf_counter() - self.started[0]) / (step - self.started[1])
+            line += f", ETA {clock_time(per_step * (total - step))}"
+        return line
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict) -> None:
         p = trainer.progress
@@ -113,16 +151,27 @@ class MetricsLog(Hook):
         if not self.env.is_main:
             return
         self._write(record)
-        if metrics:
-            heads = "".join(f" {k} {metrics[k]:.4f}" for k in HEAD_METRICS if k in metrics)
-            print(f"epoch {epoch}/{self.epochs}: val loss {metrics['loss']:.4f} top1 {metrics['top1']:.4f}"
-                  f" top5 {metrics['top5']:.4f}{heads}", flush=True)
-        elif record["train_loss"] is not None:
-            every = self.eval_every or self.epochs
-            when = "no validation" if self.eval_every < 0 else f"validation every {every} epochs"
-            print(f"epoch {epoch}/{self.epochs}: train loss {record['train_loss']:.4f} ({when})", flush=True)
+        say(self._epoch_line(trainer, epoch, record, metrics))
         if bad:
             print(bad_image_summary(epoch, bad, self.data_root), file=sys.stderr, flush=True)
+
+    def _epoch_line(self, trainer: Trainer, epoch: int, record: dict, metrics: dict) -> str:
+        parts = []
+        if record["train_loss"] is not None:
+            parts.append(f"train loss {record['train_loss']:.4f}")
+        if self.epoch_started is not None:  # this process trained (part of) the epoch
+            start, images = self.epoch_started
+            seconds = (self.trained or time.perf_counter()) - start
+            rate = (trainer.meter.epoch_images - images) / max(seconds, 1e-9)
+            parts.append(f"{seconds:.1f} s, {rate:.0f} img/s")
+        self.epoch_started = None
+        line = f"epoch {epoch}/{self.epochs}: " + ", ".join(parts)
+        if metrics:
+            heads = "".join(f" {k} {metrics[k]:.4f}" for k in HEAD_METRICS if k in metrics)
+            return (f"{line}{'; ' if parts else ''}val loss {metrics['loss']:.4f} top1 {metrics['top1']:.4f} "
+                    f"top5 {metrics['top5']:.4f}{heads}")
+        every = self.eval_every or self.epochs
+        return f"{line} ({'no validation' if self.eval_every < 0 else f'validation every {every} epochs'})"
 
 
 def save_weights(module: nn.Module, path) -> None:
@@ -176,4 +225,5 @@ class Checkpointer(Hook):
         self.save(trainer, metrics or None)
 
 
-__all__ = ["Checkpointer", "Hook", "MetricsLog", "ProgressBar", "bad_image_summary", "save_weights"]
+__all__ = ["Checkpointer", "Hook", "MetricsLog", "ProgressBar", "bad_image_summary", "clock_time", "save_weights",
+           "say"]

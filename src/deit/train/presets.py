@@ -10,13 +10,14 @@ checked at load (``deit.runtime.typedconfig``).
 from __future__ import annotations
 
 import difflib
+import os
 from importlib import resources
 from pathlib import Path
 
 import yaml
 
 from deit.runtime.typedconfig import ConfigError, apply_overrides, check_keys, deep_merge, from_dict, to_dict
-from deit.train.config import TrainConfig
+from deit.train.config import TrainConfig, default_output_dir
 
 
 def list_presets() -> list[str]:
@@ -86,8 +87,17 @@ def load_run_config(run_dir: str | Path, overrides: list[str] | None = None) -> 
     return load_config(saved, [*(overrides or []), f"output_dir={run_dir}"])
 
 
+def preset_writing(path: str | Path) -> str | None:
+    """The preset whose run writes the file ``path`` (e.g. ``runs/NAME/best.safetensors``) by default, or None."""
+    folder = os.path.normpath(Path(path).parent)
+    for name in list_presets():
+        if os.path.normpath(default_output_dir(load_config(name))) == folder:
+            return name
+    return None
+
+
 def dump_config(cfg: TrainConfig) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 
-__all__ = ["dump_config", "list_presets", "load_config", "load_run_config"]
+__all__ = ["dump_config", "list_presets", "load_config", "load_run_config", "preset_writing"]

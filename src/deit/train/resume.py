@@ -6,20 +6,23 @@ Kubernetes restart picks up where the run stopped; a run made with another confi
 differ. ``resume: never`` (``deit train --fresh``) starts over, moving the old run aside (never deleting it).
 ``--resume RUN_DIR`` requires a run to continue.
 
-Rank 0 decides (and moves); every rank gets the same decision, so no rank goes on alone or stops alone.
+Rank 0 locks the directory first (``RunDir.claim``: one run at a time, the lock dies with its holder, a dead
+run's lock is taken over), then decides (and moves); every rank gets the same decision, so no rank goes on alone or
+stops alone. A start refused here leaves no directory it made.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
 
 from deit.runtime.distributed import DistEnv, barrier, on_main
+from deit.runtime.locks import LockHeld
 from deit.runtime.typedconfig import deep_merge, dict_differences, keys_where, to_dict
-from deit.train.checkpointing import RunDir
+from deit.train.checkpointing import LOCK_FILE, RunDir
 from deit.train.config import ConfigError, TrainConfig
 
 # Keys that may change between a run and its continuation (they change nothing computed): the config fields that
@@ -30,8 +33,10 @@ RESUMABLE_CHANGES = keys_where(TrainConfig, "resumable", True)
 @dataclass(frozen=True)
 class RunDecision:
     resume: bool  # continue the saved state (when there is one)
+    move_aside: bool = False  # --fresh on a directory that holds a run: move that run aside first
     moved_to: str | None = None  # where --fresh put the previous run
     error: str | None = None  # the run must not start: why, and the fix
+    took_over: str | None = None  # the dead run whose lock this one took over
 
 
 def config_differences(saved: dict, current: dict) -> list[str]:
@@ -66,7 +71,7 @@ def _decide(run: RunDir, cfg: TrainConfig, mode: str) -> RunDecision:
     if not held:
         return RunDecision(False)
     if mode == "never":
-        return RunDecision(False, moved_to=str(move_aside(run.root)))
+        return RunDecision(False, move_aside=True)
     saved = yaml.safe_load(run.config.read_text()) if run.config.is_file() else None
     if saved is None:  # killed between its first checkpoint and its config: the state has the config too
         saved = run.load_state().get("config", {})
@@ -80,20 +85,59 @@ def _decide(run: RunDir, cfg: TrainConfig, mode: str) -> RunDecision:
     return RunDecision(True)
 
 
+def in_use(run: RunDir, exc: LockHeld) -> str:
+    """The refusal of a run directory another live run holds: who, since when, and the fix."""
+    holder = exc.holder
+    who = f"{holder.describe()}" if holder else "a process that is starting"
+    stop = f" (kill {holder.pid} on {holder.host})" if holder else ""
+    return (f"{run.root} is in use by another run: {who}; wait for it to finish, choose another output_dir, or stop "
+            f"it{stop}")
+
+
+def _claim(run: RunDir, cfg: TrainConfig, mode: str) -> RunDecision:
+    """Rank 0: lock the run directory, then decide, moving a previous run aside for --fresh (never one that is
+    running: the lock comes first). A refusal unlocks and removes what this made."""
+    try:
+        previous = run.claim()
+    except LockHeld as exc:
+        raise ConfigError(in_use(run, exc)) from None
+    try:
+        decision = _decide(run, cfg, mode)
+        if decision.error:
+            raise ConfigError(decision.error)
+        if decision.move_aside:
+            moved = move_aside(run.root)  # the lock file goes with it, still locked, until released there
+            run.release(moved_to=moved / LOCK_FILE)
+            try:
+                run.claim()
+            except LockHeld as exc:  # another run made the directory anew in the meantime
+                raise ConfigError(in_use(run, exc)) from None
+            decision = replace(decision, moved_to=str(moved))
+    except BaseException:
+        run.release(failed=True)
+        raise
+    return replace(decision, took_over=previous.describe() if previous else None)
+
+
 def open_run(root: Path, cfg: TrainConfig, env: DistEnv, mode: str) -> tuple[RunDir, dict | None]:
-    """The run directory (created) and the saved training state to continue from (None: start at step 0),
-    decided on rank 0 and shared with every rank; a refusal raises ConfigError on every rank."""
+    """The run directory (created and, on rank 0, locked: ``run.release`` unlocks it) and the saved training state
+    to continue from (None: start at step 0), decided on rank 0 and shared with every rank; a refusal raises
+    ConfigError on every rank."""
     run = RunDir(root)
-    decision = on_main(env, lambda: _decide(run, cfg, mode))
-    if decision.error:
-        raise ConfigError(decision.error)
+    decision = on_main(env, lambda: _claim(run, cfg, mode))
     if env.is_main:
+        if decision.took_over:
+            print(f"{run.root}: took over the lock left by {decision.took_over}, which is no longer running",
+                  flush=True)
         if decision.moved_to:
             print(f"--fresh: the previous run in {run.root} was moved to {decision.moved_to}", flush=True)
-        run.create()
-    barrier(env)
-    state = run.load_state() if decision.resume and run.has_state() else None
+    try:
+        barrier(env)
+        state = run.load_state() if decision.resume and run.has_state() else None
+    except BaseException:
+        run.release(failed=True)
+        raise
     return run, state
 
 
-__all__ = ["RESUMABLE_CHANGES", "RunDecision", "config_differences", "move_aside", "open_run"]
+__all__ = ["RESUMABLE_CHANGES", "RunDecision", "config_differences", "in_use", "move_aside", "open_run"]

@@ -12,6 +12,7 @@ Under ``torchrun --nproc_per_node N`` every process calls the same function; ran
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import dataclass
@@ -21,18 +22,20 @@ import torch
 from torch import nn
 
 from deit.inference.evaluation import evaluate
-from deit.runtime.distributed import DistEnv, barrier, cleanup, init_distributed, ranks_identical
+from deit.models import describe_model
+from deit.runtime.distributed import DistEnv, barrier, cleanup, init_distributed, on_main, ranks_identical
 from deit.runtime.files import atomic_write_text
 from deit.runtime.signals import StopFlag
 from deit.runtime.typedconfig import to_dict
 from deit.train.checkpointing import RunDir
 from deit.train.components import RunComponents, build_components, check_runtime, resolve_precision
-from deit.train.config import TrainConfig
+from deit.train.config import TrainConfig, default_output_dir
 from deit.train.engine import Clock, NonFiniteLossError, Trainer
 from deit.train.hooks import Checkpointer, MetricsLog, ProgressBar
 from deit.train.preemption import Preempted, StopTraining
 from deit.train.presets import dump_config
 from deit.train.resume import open_run
+from deit.train.teacher_source import check_teacher_checkpoint
 from deit.train.tensorboard import TensorBoardSink, wants_tensorboard
 
 
@@ -41,11 +44,6 @@ class TrainResult:
     run_dir: Path
     model: nn.Module
     summary: dict
-
-
-def default_output_dir(cfg: TrainConfig) -> Path:
-    """Where a run writes: ``output_dir``, else ``runs/<name>``."""
-    return Path(cfg.output_dir or f"runs/{cfg.name}")
 
 
 def train(
@@ -74,7 +72,7 @@ def _say(env: DistEnv, *lines: str) -> None:
             print(line, flush=True)
 
 
-def _restore(parts: RunComponents, state: dict | None, run: RunDir, env: DistEnv, resume: bool) -> None:
+def _restore(parts: RunComponents, state: dict | None, run: RunDir, env: DistEnv) -> None:
     """Load the saved state into the trainer and trim what the interrupted run logged after it."""
     trainer = parts.trainer
     if state is not None:
@@ -86,9 +84,18 @@ def _restore(parts: RunComponents, state: dict | None, run: RunDir, env: DistEnv
         if state["ema"] is not None and trainer.ema is None and env.is_main:
             print(f"warning: {run.state} holds EMA weights but ema.enabled is off: the EMA stops here",
                   file=sys.stderr)
-    if env.is_main and resume:
+    if env.is_main and (run.config.is_file() or state is not None):
         # Drop what the interrupted run logged after its last saved state (all of it if it saved none).
         run.truncate_metrics(trainer.progress.step if state is not None else -1)
+
+
+def describe_student(cfg: TrainConfig, model: nn.Module) -> str:
+    """What the student really is: its registered name, or its shape and the name it was made from."""
+    config = getattr(model, "config", None)
+    try:
+        return describe_model(config, cfg.model.name)
+    except ValueError:  # not a deit model (the Python API's model=): its class
+        return f"{type(model).__name__} (given to train(), not model.name {cfg.model.name})"
 
 
 def _banner(cfg: TrainConfig, env: DistEnv, run: RunDir, parts: RunComponents, resumed: bool) -> None:
@@ -110,10 +117,10 @@ def _banner(cfg: TrainConfig, env: DistEnv, run: RunDir, parts: RunComponents, r
         f"lr {lr:.6g} (base {cfg.optim.lr:g} x {total_batch}/{cfg.optim.lr_base_batch})" if cfg.optim.scale_lr
         else f"lr {lr:.6g} (not scaled by batch)",
         *notes,
-        f"student {cfg.model.name}: {n_params:,} parameters, {len(data.classes)} classes, input "
+        f"student {describe_student(cfg, parts.model)}: {n_params:,} parameters, {len(data.classes)} classes, input "
         f"{parts.preprocessing.input_size}px; distillation {cfg.distillation.type}; {len(data.train_set)} train / "
         f"{len(data.val_set)} val images; {parts.steps_per_epoch} steps per epoch x {cfg.epochs} epochs",
-        *([f"resuming at epoch {p.epoch}, batch {p.batch}, step {p.step}"] if resumed else []),
+        *([f"resuming at epoch {p.epoch + 1}/{cfg.epochs}, batch {p.batch}, step {p.step}"] if resumed else []),
     )
 
 
@@ -146,7 +153,7 @@ def _fit(cfg: TrainConfig, env: DistEnv, run: RunDir, parts: RunComponents, cloc
         raise Preempted(stop.received or "a signal to another rank", trainer.progress.step, str(run.state)) from None
     except NonFiniteLossError as exc:
         if env.is_main:
-            run.log({"kind": "event", "event": "non_finite_loss", "step": exc.step, "epoch": exc.epoch,
+            run.log({"kind": "event", "event": "non_finite_loss", "step": exc.step, "epoch": exc.epoch + 1,
                      "lr": exc.lr, "loss": str(exc.loss), "loss_scale": exc.loss_scale})
             good = f"{run.last} (last good checkpoint)" if run.last.exists() else "none written yet"
             print(f"error: {exc}\nweights kept: {good}", file=sys.stderr, flush=True)
@@ -188,6 +195,23 @@ def _finish(run: RunDir, env: DistEnv, summary: dict) -> None:
         print(f"plots skipped: {exc}", file=sys.stderr)
 
 
+def _complete(run: RunDir, env: DistEnv, cfg: TrainConfig, state: dict) -> dict | None:
+    """The summary of a run whose saved state has trained all its epochs and that wrote it (None: work left)."""
+    p = state["progress"]
+    if p["epoch"] < cfg.epochs or p["batch"]:
+        return None
+    return on_main(env, lambda: json.loads(run.summary.read_text()) if run.summary.is_file() else None)
+
+
+def complete_line(run: RunDir, summary: dict) -> str:
+    """What a rerun of a finished run says: its epochs and final top-1, and how to train longer or start over."""
+    epochs, final = summary.get("epochs"), summary.get("final") or {}
+    result = f"final top-1 {final['top1']:.4f}" if "top1" in final else "no final validation"
+    return (f"{run.root} is complete: {epochs} epochs, {result} ({run.summary.name}); nothing to do. To train "
+            f"longer: `deit train --resume {run.root} epochs=N` with N > {epochs}; to start over: the same command "
+            "with --fresh (the run is moved aside)")
+
+
 def _train(cfg: TrainConfig, env: DistEnv, model: nn.Module | None, teacher: nn.Module | None,
            resume: bool | str) -> TrainResult:
     clock = Clock()
@@ -195,10 +219,29 @@ def _train(cfg: TrainConfig, env: DistEnv, model: nn.Module | None, teacher: nn.
         torch.set_num_threads(cfg.threads)
     cfg, precision = resolve_precision(cfg, env.device)
     check_runtime(cfg, env.device)
+    if teacher is None:  # before the data: a missing teacher is said before any download
+        check_teacher_checkpoint(cfg)
     mode = {True: "require", False: cfg.resume}.get(resume, resume)
     run, state = open_run(default_output_dir(cfg), cfg, env, mode)
+    ok = False
+    try:
+        result = _run(cfg, env, run, state, model, teacher, clock, precision)
+        ok = True
+        return result
+    finally:  # unlocked on every path; a start that saved nothing leaves no directory it made
+        if env.is_main:
+            run.release(failed=not ok)
+
+
+def _run(cfg: TrainConfig, env: DistEnv, run: RunDir, state: dict | None, model: nn.Module | None,
+         teacher: nn.Module | None, clock: Clock, precision: str) -> TrainResult:
     parts = build_components(cfg, env, model, teacher)
-    _restore(parts, state, run, env, resume=run.config.is_file() or state is not None)
+    done = _complete(run, env, cfg, state) if state is not None else None
+    if done is not None:  # rerunning a finished run: say so, write nothing
+        parts.model.load_state_dict(state["model"])
+        _say(env, complete_line(run, done))
+        return TrainResult(run.root, parts.model, done)
+    _restore(parts, state, run, env)
     trainer: Trainer = parts.trainer
     clock.offset = trainer.progress.seconds
     _banner(cfg, env, run, parts, resumed=state is not None)
@@ -210,7 +253,7 @@ def _train(cfg: TrainConfig, env: DistEnv, model: nn.Module | None, teacher: nn.
                  "world_size": env.world_size, "lr": parts.lr, "total_batch": parts.total_batch,
                  "time": round(time.time(), 1)})
     final = _fit(cfg, env, run, parts, clock)
-    if not final and cfg.eval_every >= 0:  # resumed a finished run: report its final metrics again
+    if not final and cfg.eval_every >= 0:  # resumed a run that stopped before its summary: evaluate it again
         final = evaluate(parts.model, parts.data.val_loader, env, trainer.task.validation_teacher, cfg.amp)
     summary = _summary(cfg, env, run, parts, final, clock)
     _finish(run, env, summary)
@@ -218,4 +261,4 @@ def _train(cfg: TrainConfig, env: DistEnv, model: nn.Module | None, teacher: nn.
     return TrainResult(run.root, parts.model, summary)
 
 
-__all__ = ["TrainResult", "default_output_dir", "train"]
+__all__ = ["TrainResult", "complete_line", "default_output_dir", "describe_student", "train"]

@@ -287,7 +287,7 @@ class CachedTeacher:
         if self._records is not None:
             return decode(self.meta, self._records[batch * b:(batch + 1) * b], inputs.device)
         if self.live is None:
-            raise ConfigError(f"teacher cache {self.root} has no part for epoch {epoch} and no teacher is loaded")
+            raise ConfigError(f"teacher cache {self.root} has no part for epoch {epoch + 1} and no teacher is loaded")
         out = self.live(inputs)
         if self._buffer is not None:
             self._buffer.append(encode(self.meta, out))

@@ -21,6 +21,7 @@ from deit.inference.teacher import InputAdapter, Teacher
 from deit.models import Preprocessing
 from deit.runtime.distributed import DistEnv, barrier, on_main, weights_digest
 from deit.train.config import ConfigError, TrainConfig
+from deit.train.presets import preset_writing
 from deit.train.teacher_cache import (
     CachedTeacher,
     CacheMeta,
@@ -39,14 +40,27 @@ def teacher_configured(cfg: TrainConfig, module: nn.Module | None = None) -> boo
     return module is not None or bool(cfg.teacher.model or cfg.teacher.checkpoint)
 
 
+def check_teacher_checkpoint(cfg: TrainConfig) -> None:
+    """A distilling config's ``teacher.checkpoint`` exists; else one line saying it is the teacher and how to make
+    it (the preset whose run writes that file, when there is one)."""
+    path = cfg.teacher.checkpoint
+    if cfg.distillation.type == "none" or not path or Path(path).exists():
+        return
+    preset = preset_writing(path)
+    make = (f"train the teacher first: `deit train --config {preset}` writes it" if preset else
+            "train a teacher first (`deit train --config PRESET`, a convnet teacher preset of `deit train --list`) "
+            "and set teacher.checkpoint=RUN_DIR/best.safetensors")
+    raise FileNotFoundError(f"teacher.checkpoint {path} does not exist: it is the teacher checkpoint the student is "
+                            f"distilled from; {make}, or set teacher.checkpoint=PATH to a teacher you have")
+
+
 def teacher_identity(cfg: TrainConfig, module: nn.Module | None = None) -> dict:
     """What says which teacher computed a cache: its weights' digest (file or module) and its dtype."""
     tc = cfg.teacher
     if module is not None:
         weights = f"module:{weights_digest(module)[:16]}"
     elif tc.checkpoint:
-        if not Path(tc.checkpoint).is_file():
-            raise FileNotFoundError(f"teacher.checkpoint {tc.checkpoint} does not exist")
+        check_teacher_checkpoint(cfg)
         weights = f"sha256:{sha256_of(tc.checkpoint)[:16]}"
     else:
         weights = f"release:{tc.model}"
@@ -58,6 +72,7 @@ def build_teacher(cfg: TrainConfig) -> nn.Module:
     ranks wait for it) and checked against their hash."""
     tc = cfg.teacher
     if tc.checkpoint:
+        check_teacher_checkpoint(cfg)
         return load_model(tc.checkpoint, tc.model)
     return create_model(tc.model, pretrained=True)
 
@@ -121,6 +136,8 @@ def _open_cache(cfg: TrainConfig, env: DistEnv, key: dict, num_classes: int, bat
 
 
 def _ranges(epochs: list[int]) -> str:
+    """0-based epoch indices as the 1-based ranges a person reads: [2, 3, 5] -> ``3-4, 6``."""
+    epochs = [e + 1 for e in epochs]
     spans, start = [], None
     for i, e in enumerate(epochs):
         start = e if start is None else start
@@ -152,5 +169,5 @@ def build_teacher_source(cfg: TrainConfig, env: DistEnv, preprocessing: Preproce
     return CachedTeacher(root, meta, env.rank, live), live, [note]
 
 
-__all__ = ["build_teacher", "build_teacher_source", "cache_storage", "live_teacher", "teacher_configured",
-           "teacher_identity"]
+__all__ = ["build_teacher", "build_teacher_source", "cache_storage", "check_teacher_checkpoint", "live_teacher",
+           "teacher_configured", "teacher_identity"]
