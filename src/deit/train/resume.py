@@ -40,9 +40,8 @@ class RunDecision:
 
 
 def config_differences(saved: dict, current: dict) -> list[str]:
-    """``key: saved -> current`` for every setting that differs, ignoring the ones a continuation may change. A
-    setting the saved config lacks (it was written before the setting existed) counts as its default."""
-    return dict_differences(deep_merge(to_dict(TrainConfig()), saved), current, RESUMABLE_CHANGES)
+    """``key: saved -> current`` for every setting that differs, ignoring the ones a continuation may change."""
+    return dict_differences(saved, current, RESUMABLE_CHANGES)
 
 
 def move_aside(root: Path) -> Path:
@@ -75,7 +74,8 @@ def _decide(run: RunDir, cfg: TrainConfig, mode: str) -> RunDecision:
     saved = yaml.safe_load(run.config.read_text()) if run.config.is_file() else None
     if saved is None:  # killed between its first checkpoint and its config: the state has the config too
         saved = run.load_state().get("config", {})
-    diffs = config_differences(saved, to_dict(cfg))
+    # A setting the saved config lacks (written before the setting existed) counts as its default.
+    diffs = config_differences(deep_merge(to_dict(TrainConfig()), saved), to_dict(cfg))
     if diffs:
         shown = "; ".join(diffs[:8]) + (f"; and {len(diffs) - 8} more" if len(diffs) > 8 else "")
         return RunDecision(False, error=(
