@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from deit.checkpoints import io
 from deit.checkpoints.errors import CheckpointError
@@ -24,8 +25,9 @@ from deit.checkpoints.hf import (
 )
 from deit.checkpoints.infer import infer_architecture
 from deit.checkpoints.layouts import Converted, detect_layout, to_canonical, unwrap
+from deit.checkpoints.saving import unwrap_model
 from deit.models.preprocessing import Preprocessing
-from deit.models.registry import default_preprocessing, families, find_entry, get_family
+from deit.models.registry import TRAINING_ONLY, default_preprocessing, families, find_entry, get_family
 
 
 @dataclass
@@ -84,6 +86,9 @@ def read_checkpoint(path: str | os.PathLike) -> CheckpointInfo:
         raise FileNotFoundError(f"no such checkpoint: {path}")
     hf_dir = path if path.is_dir() else path.parent
     if path.is_dir():
+        weights = [path / n for n in ("best.safetensors", "last.safetensors") if (path / n).is_file()]
+        if not is_hf_directory(path) and weights:
+            raise CheckpointError(f"{path} is a directory (a training run's?); pass its weights file, {weights[0]}")
         if not is_hf_directory(path):
             present = ", ".join(sorted(p.name for p in path.iterdir())[:20]) or "nothing"
             raise CheckpointError(
@@ -96,7 +101,13 @@ def read_checkpoint(path: str | os.PathLike) -> CheckpointInfo:
 
     if io.is_deit_metadata(metadata):
         return _read_ours(path, obj, metadata)
+    return checkpoint_info(obj, str(path), hf_dir)
 
+
+def checkpoint_info(obj: Any, source: str, hf_dir: Path | None = None) -> CheckpointInfo:
+    """What a loaded file's content without our metadata (a state dict, or a dict holding one) implies: the
+    layout, architecture and preprocessing a reader infers from the weights (and, for an HF layout, from the
+    ``config.json`` and ``preprocessor_config.json`` in ``hf_dir``)."""
     sd, wrapper = unwrap(obj)
     layout = detect_layout(sd, wrapper)
     conv: Converted = to_canonical(sd, layout)
@@ -104,7 +115,8 @@ def read_checkpoint(path: str | os.PathLike) -> CheckpointInfo:
     notes = list(conv.notes)
     preprocessing: Preprocessing | None = None
     class_names = None
-    hf_config = read_json(hf_dir / "config.json") if layout.startswith("hf") else None
+    hf = hf_dir is not None and layout.startswith("hf")
+    hf_config = read_json(hf_dir / "config.json") if hf else None
     if hf_config is not None and hasattr(config, "embed_dim"):
         fixed, hf_notes = config_from_hf(hf_config, config)
         config = replace(config, **fixed)
@@ -119,7 +131,7 @@ def read_checkpoint(path: str | os.PathLike) -> CheckpointInfo:
             notes.append("no config.json: LayerNorm eps 1e-6 (DeiT's) assumed; pass layer_norm_eps=... if not")
     if conv.hints:
         config = replace(config, **conv.hints)
-    pp = read_json(hf_dir / "preprocessor_config.json") if layout.startswith("hf") else None
+    pp = read_json(hf_dir / "preprocessor_config.json") if hf else None
     if pp is not None:
         preprocessing, pp_notes = preprocessing_from_hf(pp, getattr(config, "img_size", 224))
         notes += pp_notes
@@ -127,7 +139,7 @@ def read_checkpoint(path: str | os.PathLike) -> CheckpointInfo:
         preprocessing = default_preprocessing(family, config)
     entry = find_entry(family, config)
     return CheckpointInfo(
-        source=str(path),
+        source=source,
         layout=layout,
         family=family,
         config=config,
@@ -171,4 +183,32 @@ def _read_ours(path: Path, tensors: dict, metadata: dict[str, str]) -> Checkpoin
     )
 
 
-__all__ = ["CheckpointInfo", "read_checkpoint"]
+@dataclass(frozen=True)
+class Loss:
+    """Something of a model that a weights-only file does not record: what a reader infers instead."""
+
+    name: str  # a config field ("num_heads"), a preprocessing field ("crop_pct") or "class_names"
+    kind: str  # "config", "preprocessing" or "class_names"
+    value: Any  # the model's
+    read_back: Any  # what a reader of the file infers
+
+
+def weights_only_losses(model: nn.Module) -> list[Loss]:
+    """What the official and timm layouts (weights only) lose of ``model``: every config field (besides training
+    regularisation) and preprocessing value that reading the file back infers differently, and the class
+    names. Empty when the file reads back as the same model."""
+    model = unwrap_model(model)
+    back = checkpoint_info(dict(model.state_dict()), "weights only")
+    losses = [Loss(f.name, "config", getattr(model.config, f.name), getattr(back.config, f.name, None))
+              for f in dataclasses.fields(model.config)
+              if f.name not in TRAINING_ONLY and getattr(model.config, f.name) != getattr(back.config, f.name, None)]
+    pre = getattr(model, "preprocessing", None) or back.preprocessing
+    losses += [Loss(k, "preprocessing", v, getattr(back.preprocessing, k))
+               for k, v in pre.to_dict().items() if v != getattr(back.preprocessing, k)]
+    names = getattr(model, "class_names", None)
+    if names:
+        losses.append(Loss("class_names", "class_names", list(names), None))
+    return losses
+
+
+__all__ = ["CheckpointInfo", "Loss", "checkpoint_info", "read_checkpoint", "weights_only_losses"]

@@ -15,10 +15,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from deit.runtime.distributed import DistEnv, barrier, on_main
-from deit.runtime.typedconfig import dict_differences, to_dict
+from deit.runtime.typedconfig import dict_differences, read_yaml_file, to_dict
 from deit.train.checkpointing import RunDir
 from deit.train.config import ConfigError, TrainConfig
 
@@ -66,7 +64,10 @@ def _decide(run: RunDir, cfg: TrainConfig, mode: str) -> RunDecision:
         return RunDecision(False)
     if mode == "never":
         return RunDecision(False, moved_to=str(move_aside(run.root)))
-    saved = yaml.safe_load(run.config.read_text()) if run.config.is_file() else None
+    saved = read_yaml_file(run.config, f"the run's config {run.config}") if run.config.is_file() else None
+    if saved is not None and not isinstance(saved, dict):
+        return RunDecision(False, error=f"{run.config} holds no config (a YAML mapping): start over with --fresh "
+                                        "(the old run is moved aside), or choose another output_dir")
     if saved is None:  # killed between its first checkpoint and its config: the state has the config too
         saved = run.load_state().get("config", {})
     diffs = config_differences(saved, to_dict(cfg))
