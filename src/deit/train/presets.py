@@ -43,10 +43,13 @@ def _read_yaml(name_or_path: str | Path, seen: tuple[str, ...] = ()) -> dict:
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.exists():
             raise FileNotFoundError(f"config file {key} does not exist")
-        if path.is_dir() and (path / "config.yaml").is_file():
+        if path.is_dir() and any((path / n).is_file() for n in ("config.yaml", "state.pt")):
             raise ConfigError(f"{key} is a run directory, not a config: continue it with `deit train --resume {key}`, "
                               f"or start from its config with --config {path / 'config.yaml'}")
         raw = read_yaml_file(path)
+        if raw is None:  # an empty file (or only comments): a truncated write, not a wish for every default
+            raise ConfigError(f"config file {key} is empty: give it keys (e.g. `base: deit-tiny_pt-4xb256_in1k`), "
+                              "or pass a preset name (see `deit train --list`)")
     else:
         res = resources.files("deit") / "configs" / f"{key}.yaml"
         if not res.is_file():
