@@ -73,6 +73,8 @@ def load_state_dict_strict(model: nn.Module, state_dict: dict[str, torch.Tensor]
     limit = 4
     for k in mismatched[:limit]:
         hint = "" if distillation_differs and k == "pos_embed" else _hint(k, model)
+        if k.startswith(classifier_prefixes(model)) and _shape(state_dict[k])[1:] != _shape(own[k])[1:]:
+            hint = ""  # not the class count: the features feeding the classifier differ (another architecture)
         lines.append(f"shape mismatch for {k!r}: {source} has {_shape(state_dict[k])}, the model expects "
                      f"{_shape(own[k])}{hint}")
     if len(mismatched) > limit:
