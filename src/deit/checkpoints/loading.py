@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from deit.checkpoints.errors import StateDictMismatchError
+from deit.checkpoints.errors import CheckpointError, StateDictMismatchError
 from deit.checkpoints.reading import CheckpointInfo, read_checkpoint
 from deit.models.contract import classifier_prefixes, state_dict_num_classes
 from deit.models.pos_embed import resample_pos_embed
@@ -102,6 +102,18 @@ def _set_preprocessing(model: nn.Module, report: LoadReport, values: Mapping[str
             report.changes.append(f"preprocessing {k}: {old} -> {new}")
 
 
+def _build(info: CheckpointInfo, config: Any, overrides: dict[str, Any]) -> nn.Module:
+    """The model of a checkpoint's config: one the file describes (or an override asks for) but that cannot be
+    built (a negative width, a size no tensor can take) is the file's or the override's fault, said as such."""
+    try:
+        return build_model(info.family, config, info.preprocessing)
+    except (TypeError, ValueError, RuntimeError, ArithmeticError) as exc:
+        asked = f" with {', '.join(f'{k}={v!r}' for k, v in overrides.items())}" if overrides else ""
+        why = " ".join(str(exc).split())[:200]
+        raise CheckpointError(f"{info.source}: its {info.family} architecture{asked} cannot be built ({why}); the "
+                              "file is corrupt, or the override wrong") from None
+
+
 def load_checkpoint_with_report(
     path: str | os.PathLike, *, preprocessing: Mapping[str, Any] | None = None, **overrides: Any
 ) -> tuple[nn.Module, LoadReport]:
@@ -109,12 +121,14 @@ def load_checkpoint_with_report(
     report = LoadReport(info)
     num_classes = overrides.pop("num_classes", None)
     img_size = overrides.pop("img_size", None)
+    if (num_classes is not None and num_classes < 0) or (img_size is not None and img_size < 1):
+        raise ValueError(f"num_classes must be 0 or more and img_size positive, got {num_classes} and {img_size}")
     config = apply_overrides(info.config, overrides) if overrides else info.config
     for k, v in overrides.items():
         before = getattr(info.config, k)
         if before != v:
             report.changes.append(f"{k}: {before} -> {v}")
-    model = build_model(info.family, config, info.preprocessing)
+    model = _build(info, config, overrides)
     load_state_dict_strict(model, info.state_dict, f"checkpoint ({info.layout} layout)")
     if info.class_names is not None and len(info.class_names) == getattr(config, "num_classes", -1):
         model.class_names = list(info.class_names)

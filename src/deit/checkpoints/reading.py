@@ -28,6 +28,7 @@ from deit.checkpoints.layouts import Converted, detect_layout, to_canonical, unw
 from deit.checkpoints.saving import unwrap_model
 from deit.models.preprocessing import Preprocessing
 from deit.models.registry import TRAINING_ONLY, default_preprocessing, families, find_entry, get_family
+from deit.runtime.typedconfig import ConfigError, from_dict
 
 
 @dataclass
@@ -59,23 +60,15 @@ class CheckpointInfo:
         return f"layout {self.layout}; {arch}{name}"
 
 
-def _config_from_dict(config_cls: type, d: dict) -> tuple[Any, list[str]]:
-    known = {f.name: f for f in fields(config_cls)}
-    kwargs: dict[str, Any] = {}
-    for k, v in d.items():
-        if k not in known:
-            continue
-        f = known[k]
-        default = f.default if f.default is not dataclasses.MISSING else None
-        if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-            default = f.default_factory()  # type: ignore[misc]
-        if isinstance(v, list) and isinstance(default, tuple):
-            v = tuple(tuple(x) if isinstance(x, list) else x for x in v)  # JSON has no tuples
-        kwargs[k] = v
-    unknown = sorted(set(d) - set(known))
+def _config_from_dict(config_cls: type, d: Any) -> tuple[Any, list[str]]:
+    """The family's config from our metadata's JSON, every value type-checked (a corrupt header is an error,
+    not a model of whatever shape); fields this version does not know are ignored, with a note."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"the config is a {type(d).__name__}, not a mapping of fields")
+    known = {f.name for f in fields(config_cls)}
+    unknown = sorted(str(k) for k in set(d) - known)
     notes = [f"ignored config fields this version does not know: {', '.join(unknown)}"] if unknown else []
-    return config_cls(**kwargs), notes
-
+    return from_dict(config_cls, {k: v for k, v in d.items() if k in known}), notes
 
 
 def read_checkpoint(path: str | os.PathLike) -> CheckpointInfo:
@@ -151,6 +144,21 @@ def checkpoint_info(obj: Any, source: str, hf_dir: Path | None = None) -> Checkp
     )
 
 
+# A config size (width, depth, image size ...) this many times beyond every dimension of the file's own tensors
+# is a corrupt header: refused before it asks for a model of any size (weights that do not fit are caught anyway,
+# but only after building).
+_SIZE_FACTOR = 16
+
+
+def _check_sizes(config: Any, tensors: dict[str, torch.Tensor]) -> None:
+    limit = _SIZE_FACTOR * max([len(tensors), *(max(t.shape, default=1) for t in tensors.values())])
+    for f in fields(config):
+        value = getattr(config, f.name)
+        for v in value if isinstance(value, tuple) else (value,):
+            if isinstance(v, int) and not isinstance(v, bool) and v > limit:
+                raise ValueError(f"{f.name} {value} is far beyond the sizes of the file's own tensors")
+
+
 def _read_ours(path: Path, tensors: dict, metadata: dict[str, str]) -> CheckpointInfo:
     family = metadata.get(io.META_FAMILY, "vit")
     try:
@@ -161,13 +169,16 @@ def _read_ours(path: Path, tensors: dict, metadata: dict[str, str]) -> Checkpoin
             f"(known: {sorted(f.name for f in families())})"
         ) from None
     try:
-        config_dict = json.loads(metadata[io.META_CONFIG])
+        config, notes = _config_from_dict(config_cls, json.loads(metadata[io.META_CONFIG]))
         pre_dict = json.loads(metadata.get(io.META_PREPROCESSING, "{}"))
+        preprocessing = _config_from_dict(Preprocessing, pre_dict)[0] if pre_dict else default_preprocessing(
+            family, config)
         names = json.loads(metadata[io.META_CLASS_NAMES]) if io.META_CLASS_NAMES in metadata else None
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path}: corrupt deit metadata ({exc})") from None
-    config, notes = _config_from_dict(config_cls, config_dict)
-    preprocessing = Preprocessing.from_dict(pre_dict) if pre_dict else default_preprocessing(family, config)
+        if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+            raise ValueError("class_names is not a list of strings")
+        _check_sizes(config, tensors)
+    except (ValueError, TypeError, RecursionError) as exc:  # JSONDecodeError and ConfigError are ValueErrors
+        raise CheckpointError(f"{path}: corrupt deit metadata ({exc}); save or download the checkpoint again") from None
     arch = metadata.get(io.META_ARCH)
     return CheckpointInfo(
         source=str(path),

@@ -112,7 +112,7 @@ def _sequence(value: Any, tp: Any, key: str) -> Any:
         raise ConfigError(f"{key}={value!r}: expected a list")
     (item_tp, *_) = typing.get_args(tp) or (Any,)
     out = [coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
-    return tuple(out) if typing.get_origin(tp) is tuple else out
+    return tuple(out) if (typing.get_origin(tp) or tp) is tuple else out
 
 
 def coerce(value: Any, tp: Any, key: str) -> Any:
@@ -122,7 +122,7 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         return _union(value, tp, key)
     if origin is typing.Literal:
         return _literal(value, tp, key)
-    if origin in (list, tuple):
+    if origin in (list, tuple) or tp in (list, tuple):
         return _sequence(value, tp, key)
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
