@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"deit {command}: error: unrecognized arguments: {' '.join(unknown)} "
                              f"(see `deit {command} --help`)")
         code = int(args.func(args) or 0)
-        sys.stdout.flush()  # a reader that went away fails here, where report() can end quietly, not at exit
+        if sys.stdout is not None:  # a reader that went away fails here, where report() can end quietly
+            sys.stdout.flush()
         return code
     except (Exception, KeyboardInterrupt) as exc:  # every failure is one line (and a traceback only on request)
         return report(exc, command, debug)
