@@ -216,9 +216,10 @@ def read_yaml(text: str, source: str) -> Any:
         raise ConfigError(f"{source}: YAML syntax error: {', '.join(parts) or type(exc).__name__}; {fix}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML ({' '.join(str(exc).split())}); fix the file") from None
-    except (ValueError, RecursionError) as exc:  # a date like 2024-02-30; brackets nested thousands deep
-        raise ConfigError(f"{source}: YAML value that cannot be read ({exc or type(exc).__name__}); quote it or "
-                          "fix it") from None
+    except RecursionError:  # brackets nested a thousand deep
+        raise ConfigError(f"{source}: YAML nested too deeply to read; fix the file") from None
+    except ValueError as exc:  # a date like 2024-02-30
+        raise ConfigError(f"{source}: YAML value that cannot be read ({exc}); quote it or fix it") from None
 
 
 def read_yaml_file(path: str | os.PathLike, source: str | None = None) -> Any:
