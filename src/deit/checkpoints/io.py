@@ -113,8 +113,8 @@ def read_file(path: str | os.PathLike) -> tuple[Any, dict[str, str] | None]:
     sniff.refuse(path, kind)
     if kind == "safetensors":
         return read_safetensors(path)
-    if kind == "torch-zip" and (keys := sniff.training_state_keys(path)):
-        sniff.refuse_training_state(path, keys)
+    if kind == "torch-zip" and sniff.is_training_state(path):
+        sniff.refuse_training_state(path)
     return torch_load_safe(path), None
 
 

@@ -4,7 +4,7 @@ one line saying what it is and what to pass instead.
 Kinds: ``safetensors`` (8-byte little-endian header length, then a JSON object), ``torch-zip`` (``torch.save``'s
 zip archive), ``torchscript`` (a zip holding ``code/`` and ``constants.pkl``: ``torch.jit.save``), ``pickle`` (a
 legacy ``torch.save`` or a plain pickle), ``onnx`` (a protobuf ``ModelProto``), ``empty``, ``unknown``. A
-``torch-zip`` whose pickle is a dict with a training run's keys is a training state (:func:`training_state_keys`).
+``torch-zip`` whose pickle is a dict with a training run's keys is a training state (:func:`is_training_state`).
 """
 
 from __future__ import annotations
@@ -105,21 +105,18 @@ class _StructureOnly(pickle.Unpickler):
         return None  # a tensor's storage: not needed to see the structure
 
 
-def training_state_keys(path: str | os.PathLike) -> set[str]:
-    """The top-level keys of a ``torch.save`` zip whose object is a dict with a training state's keys (read
-    without importing or calling anything the file names); empty if it is anything else."""
+def is_training_state(path: str | os.PathLike) -> bool:
+    """Whether a ``torch.save`` zip holds a dict with a training state's keys, read without importing or calling
+    anything the file names."""
     try:
         with zipfile.ZipFile(path) as z:
             pkl = next((n for n in z.namelist() if n.endswith("/data.pkl") or n == "data.pkl"), None)
             if pkl is None or z.getinfo(pkl).file_size > _MAX_PICKLE_SNIFF:
-                return set()
+                return False
             obj = _StructureOnly(z.open(pkl)).load()
     except Exception:  # noqa: BLE001 (a torn or foreign pickle is simply not a training state)
-        return set()
-    if type(obj) is not dict or not all(isinstance(k, str) for k in obj):
-        return set()
-    keys = set(obj)
-    return keys if keys >= TRAINING_STATE_KEYS else set()
+        return False
+    return type(obj) is dict and set(obj) >= TRAINING_STATE_KEYS
 
 
 # ------------------------------------------------------------------------------------------------ the refusals
@@ -142,13 +139,13 @@ def refuse(path: Path, kind: FileKind) -> None:
             "pickle (first bytes {!r}); pass a .safetensors or .pth checkpoint".format(_first_bytes(path)))
 
 
-def refuse_training_state(path: Path, keys: set[str]) -> None:
+def refuse_training_state(path: Path) -> None:
     run = path.parent
     weights = [p.name for p in (run / "best.safetensors", run / "last.safetensors") if p.is_file()]
     use = (f"pass {run / weights[0]}" if weights else
            "pass the run's best.safetensors or last.safetensors")
     raise NotACheckpointError(
-        f"{path} is a training state (weights with their {', '.join(sorted(keys - {'model', 'version'})[:6])}), "
+        f"{path} is a training state (what `deit train` saves to resume: weights, optimizer, progress, RNG), "
         f"not a model checkpoint: {use} for the weights, or continue the training with `deit train --resume {run}`")
 
 
@@ -175,5 +172,5 @@ def _first_bytes(path: Path) -> bytes:
         return f.read(8)
 
 
-__all__ = ["TRAINING_STATE_KEYS", "FileKind", "file_kind", "refuse", "refuse_training_state", "safetensors_problem",
-           "training_state_keys"]
+__all__ = ["TRAINING_STATE_KEYS", "FileKind", "file_kind", "is_training_state", "refuse", "refuse_training_state",
+           "safetensors_problem"]
