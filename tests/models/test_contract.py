@@ -10,11 +10,13 @@ import torch
 
 from deit.models import FAMILIES, Classifier, Preprocessing, create_model
 from deit.models.contract import (
+    classifier_prefixes,
     combine_heads,
     has_two_heads,
     head_names,
     head_outputs,
     prediction_key,
+    state_dict_num_classes,
     training_outputs,
 )
 from deit.models.registry import NON_STRUCTURAL, family_of, find_entry, list_models
@@ -90,6 +92,24 @@ def test_contract(family, name, overrides, size):
     model.reset_classifier(3)
     with torch.no_grad():
         assert model(x).shape == (2, 3) and all(o.shape == (2, 3) for o in training_outputs(model, x))
+
+
+@pytest.mark.parametrize("family, name, overrides, size", CASES, ids=[f"{c[1]}-{i}" for i, c in enumerate(CASES)])
+def test_the_classifier_is_what_its_prefixes_name(family, name, overrides, size):
+    """classifier_prefixes name exactly the parameters reset_classifier replaces, and a state dict's class count
+    is read from them: how checkpoints adapt a head of any family."""
+    model = _build(name, overrides, size)
+    prefixes = classifier_prefixes(model)
+    assert prefixes and all(any(k.startswith(p) for k in model.state_dict()) for p in prefixes[:1])
+    before = model.state_dict()
+    assert state_dict_num_classes(model, before) == 5
+    assert state_dict_num_classes(model, {k: v for k, v in before.items() if not k.startswith(prefixes)}) is None
+    model.reset_classifier(7)
+    after = model.state_dict()
+    changed = {k for k in before if k not in after or after[k].shape != before[k].shape}
+    assert changed and all(k.startswith(prefixes) for k in changed)
+    assert all(k.startswith(prefixes) for k in set(after) ^ set(before))
+    assert state_dict_num_classes(model, after) == model.num_classes == 7
 
 
 @pytest.mark.parametrize("family, name, overrides, size", CASES, ids=[f"{c[1]}-{i}" for i, c in enumerate(CASES)])

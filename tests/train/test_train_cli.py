@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import yaml
@@ -95,6 +96,14 @@ def test_train_eval_plot_and_finetune_with_distillation(tmp_path, capsys):
                  "synthetic", "--set", "img_size=24", "synthetic_classes=3", "synthetic_val=30"]) == 0
     printed = capsys.readouterr().out
     assert "teacher_top1" in printed and "agreement" in printed
+    rows = printed.splitlines()[1:]  # every metric a column apart from its name, agreement_dist included
+    assert any(r.split()[0] == "agreement_dist" for r in rows)
+    assert all(re.fullmatch(r"  [a-z0-9_]+ {2,}\d\.\d{4}", r) for r in rows), printed
+
+    # The run's training state is not a model checkpoint: the line says so and names the run's weights.
+    assert main(["eval", "--checkpoint", str(run / "state.pt"), *data]) == 2
+    err = capsys.readouterr().err
+    assert "is a training state" in err and str(run / "best.safetensors") in err and "--resume" in err
 
     assert main(["plot", str(run)]) == 0
     for name in ("loss.png", "lr.png", "top1.png"):

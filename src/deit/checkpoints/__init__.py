@@ -24,8 +24,8 @@ from deit.checkpoints.infer import infer_architecture
 from deit.checkpoints.layouts import SUPPORTED_LAYOUTS, detect_layout, from_canonical_hf, to_canonical
 from deit.checkpoints.loading import LoadReport, load_checkpoint, load_checkpoint_with_report, load_state_dict_strict
 from deit.checkpoints.pretrained import fetch_release, load_pretrained_weights
-from deit.checkpoints.reading import CheckpointInfo, read_checkpoint
-from deit.checkpoints.saving import save_checkpoint, save_official
+from deit.checkpoints.reading import CheckpointInfo, read_checkpoint, weights_only_losses
+from deit.checkpoints.saving import save_checkpoint, save_official, save_timm
 
 __all__ = [
     "SUPPORTED_LAYOUTS",
@@ -51,5 +51,7 @@ __all__ = [
     "read_checkpoint",
     "save_checkpoint",
     "save_official",
+    "save_timm",
     "to_canonical",
+    "weights_only_losses",
 ]

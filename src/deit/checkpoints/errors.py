@@ -7,6 +7,10 @@ class CheckpointError(ValueError):
     """A checkpoint cannot be read, recognised, or loaded into the requested model."""
 
 
+class NotACheckpointError(CheckpointError):
+    """A file of another kind (empty, ONNX, TorchScript, a training state, random bytes): says what it is."""
+
+
 class UnsafeCheckpointError(CheckpointError):
     """A pickle that would import or call something other than tensors and plain containers."""
 

@@ -14,13 +14,13 @@ import json
 import os
 import pickle
 import re
-import struct
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from deit.checkpoints import sniff
 from deit.checkpoints.errors import CheckpointError, UnsafeCheckpointError
 
 # Header metadata of our layout. Every value is a string (a safetensors rule); structured values are JSON.
@@ -52,20 +52,6 @@ RESERVED_METADATA = (
 _SAFE_GLOBALS = [argparse.Namespace]
 
 
-def is_safetensors_file(path: str | os.PathLike) -> bool:
-    """Sniff the content, not the name: 8-byte little-endian header length, then a JSON object."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(9)
-            size = os.fstat(f.fileno()).st_size
-    except IsADirectoryError:
-        return False
-    if len(head) < 9:
-        return False
-    (n,) = struct.unpack("<Q", head[:8])
-    return head[8:9] == b"{" and 0 < n <= size - 8
-
-
 def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     from safetensors import safe_open
 
@@ -74,7 +60,10 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
             metadata = dict(f.metadata() or {})
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a Mapping)
     except Exception as exc:  # safetensors raises its own SafetensorError
-        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
+        raise CheckpointError(
+            f"{path}: a safetensors file deit cannot read: {sniff.safetensors_problem(Path(path))} "
+            f"({' '.join(str(exc).split())}); download or save it again"
+        ) from None
     return tensors, metadata
 
 
@@ -95,25 +84,37 @@ def torch_load_safe(path: str | os.PathLike) -> Any:
                 "pickles with torch.load(weights_only=True). Nothing from the file was executed. If you trust its "
                 "source, re-save just the weights (torch.save(state_dict) or safetensors) and load that file."
             ) from None
-        raise CheckpointError(f"{path}: not a checkpoint deit can read ({msg.splitlines()[0]})") from None
+        raise CheckpointError(f"{path}: a pickle deit cannot read ({_first_line(msg)}); pass a .safetensors or "
+                              ".pth checkpoint") from None
     except FileNotFoundError:
         raise
-    except Exception as exc:  # torch's unpickler fails on non-pickles with KeyError, IndexError, RuntimeError ...
+    except Exception as exc:  # torch's unpickler fails on torn files with KeyError, IndexError, RuntimeError ...
         raise CheckpointError(
-            f"{path}: not a checkpoint deit can read: neither safetensors nor a torch pickle "
-            f"({type(exc).__name__}: {exc})"
+            f"{path}: a torch.save file deit cannot read, truncated or corrupt ({type(exc).__name__}: "
+            f"{_first_line(str(exc))}); download or save it again"
         ) from None
 
 
+def _first_line(text: str, limit: int = 200) -> str:
+    line = (text.strip().splitlines() or [""])[0]
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
 def read_file(path: str | os.PathLike) -> tuple[Any, dict[str, str] | None]:
-    """Return (content, safetensors metadata or None). Content is a state dict, or whatever the pickle held."""
+    """Return (content, safetensors metadata or None). Content is a state dict, or whatever the pickle held. A
+    file that is not a checkpoint (empty, ONNX, TorchScript, a training state, other bytes) is refused, saying
+    what it is."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such checkpoint: {path}")
     if path.is_dir():
         raise CheckpointError(f"{path} is a directory; expected a checkpoint file")
-    if is_safetensors_file(path):
+    kind = sniff.file_kind(path)
+    sniff.refuse(path, kind)
+    if kind == "safetensors":
         return read_safetensors(path)
+    if kind == "torch-zip" and sniff.is_training_state(path):
+        sniff.refuse_training_state(path)
     return torch_load_safe(path), None
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from deit.checkpoints import io
 from deit.checkpoints.errors import CheckpointError
@@ -24,8 +25,10 @@ from deit.checkpoints.hf import (
 )
 from deit.checkpoints.infer import infer_architecture
 from deit.checkpoints.layouts import Converted, detect_layout, to_canonical, unwrap
+from deit.checkpoints.saving import unwrap_model
 from deit.models.preprocessing import Preprocessing
-from deit.models.registry import default_preprocessing, families, find_entry, get_family
+from deit.models.registry import TRAINING_ONLY, default_preprocessing, families, find_entry, get_family
+from deit.runtime.typedconfig import ConfigError, from_dict
 
 
 @dataclass
@@ -57,23 +60,15 @@ class CheckpointInfo:
         return f"layout {self.layout}; {arch}{name}"
 
 
-def _config_from_dict(config_cls: type, d: dict) -> tuple[Any, list[str]]:
-    known = {f.name: f for f in fields(config_cls)}
-    kwargs: dict[str, Any] = {}
-    for k, v in d.items():
-        if k not in known:
-            continue
-        f = known[k]
-        default = f.default if f.default is not dataclasses.MISSING else None
-        if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-            default = f.default_factory()  # type: ignore[misc]
-        if isinstance(v, list) and isinstance(default, tuple):
-            v = tuple(tuple(x) if isinstance(x, list) else x for x in v)  # JSON has no tuples
-        kwargs[k] = v
-    unknown = sorted(set(d) - set(known))
+def _config_from_dict(config_cls: type, d: Any) -> tuple[Any, list[str]]:
+    """The family's config from our metadata's JSON, every value type-checked (a corrupt header is an error,
+    not a model of whatever shape); fields this version does not know are ignored, with a note."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"the config is a {type(d).__name__}, not a mapping of fields")
+    known = {f.name for f in fields(config_cls)}
+    unknown = sorted(str(k) for k in set(d) - known)
     notes = [f"ignored config fields this version does not know: {', '.join(unknown)}"] if unknown else []
-    return config_cls(**kwargs), notes
-
+    return from_dict(config_cls, {k: v for k, v in d.items() if k in known}), notes
 
 
 def read_checkpoint(path: str | os.PathLike) -> CheckpointInfo:
@@ -84,6 +79,9 @@ def read_checkpoint(path: str | os.PathLike) -> CheckpointInfo:
         raise FileNotFoundError(f"no such checkpoint: {path}")
     hf_dir = path if path.is_dir() else path.parent
     if path.is_dir():
+        weights = [path / n for n in ("best.safetensors", "last.safetensors") if (path / n).is_file()]
+        if not is_hf_directory(path) and weights:
+            raise CheckpointError(f"{path} is a directory (a training run's?); pass its weights file, {weights[0]}")
         if not is_hf_directory(path):
             present = ", ".join(sorted(p.name for p in path.iterdir())[:20]) or "nothing"
             raise CheckpointError(
@@ -96,7 +94,13 @@ def read_checkpoint(path: str | os.PathLike) -> CheckpointInfo:
 
     if io.is_deit_metadata(metadata):
         return _read_ours(path, obj, metadata)
+    return checkpoint_info(obj, str(path), hf_dir)
 
+
+def checkpoint_info(obj: Any, source: str, hf_dir: Path | None = None) -> CheckpointInfo:
+    """What a loaded file's content without our metadata (a state dict, or a dict holding one) implies: the
+    layout, architecture and preprocessing a reader infers from the weights (and, for an HF layout, from the
+    ``config.json`` and ``preprocessor_config.json`` in ``hf_dir``)."""
     sd, wrapper = unwrap(obj)
     layout = detect_layout(sd, wrapper)
     conv: Converted = to_canonical(sd, layout)
@@ -104,7 +108,8 @@ def read_checkpoint(path: str | os.PathLike) -> CheckpointInfo:
     notes = list(conv.notes)
     preprocessing: Preprocessing | None = None
     class_names = None
-    hf_config = read_json(hf_dir / "config.json") if layout.startswith("hf") else None
+    hf = hf_dir is not None and layout.startswith("hf")
+    hf_config = read_json(hf_dir / "config.json") if hf else None
     if hf_config is not None and hasattr(config, "embed_dim"):
         fixed, hf_notes = config_from_hf(hf_config, config)
         config = replace(config, **fixed)
@@ -119,7 +124,7 @@ def read_checkpoint(path: str | os.PathLike) -> CheckpointInfo:
             notes.append("no config.json: LayerNorm eps 1e-6 (DeiT's) assumed; pass layer_norm_eps=... if not")
     if conv.hints:
         config = replace(config, **conv.hints)
-    pp = read_json(hf_dir / "preprocessor_config.json") if layout.startswith("hf") else None
+    pp = read_json(hf_dir / "preprocessor_config.json") if hf else None
     if pp is not None:
         preprocessing, pp_notes = preprocessing_from_hf(pp, getattr(config, "img_size", 224))
         notes += pp_notes
@@ -127,7 +132,7 @@ def read_checkpoint(path: str | os.PathLike) -> CheckpointInfo:
         preprocessing = default_preprocessing(family, config)
     entry = find_entry(family, config)
     return CheckpointInfo(
-        source=str(path),
+        source=source,
         layout=layout,
         family=family,
         config=config,
@@ -137,6 +142,21 @@ def read_checkpoint(path: str | os.PathLike) -> CheckpointInfo:
         architecture=entry.name if entry else None,
         notes=notes,
     )
+
+
+# A config size (width, depth, image size ...) this many times beyond every dimension of the file's own tensors
+# is a corrupt header: refused before it asks for a model of any size (weights that do not fit are caught anyway,
+# but only after building).
+_SIZE_FACTOR = 16
+
+
+def _check_sizes(config: Any, tensors: dict[str, torch.Tensor]) -> None:
+    limit = _SIZE_FACTOR * max([len(tensors), *(max(t.shape, default=1) for t in tensors.values())])
+    for f in fields(config):
+        value = getattr(config, f.name)
+        for v in value if isinstance(value, tuple) else (value,):
+            if isinstance(v, int) and not isinstance(v, bool) and v > limit:
+                raise ValueError(f"{f.name} {value} is far beyond the sizes of the file's own tensors")
 
 
 def _read_ours(path: Path, tensors: dict, metadata: dict[str, str]) -> CheckpointInfo:
@@ -149,13 +169,16 @@ def _read_ours(path: Path, tensors: dict, metadata: dict[str, str]) -> Checkpoin
             f"(known: {sorted(f.name for f in families())})"
         ) from None
     try:
-        config_dict = json.loads(metadata[io.META_CONFIG])
+        config, notes = _config_from_dict(config_cls, json.loads(metadata[io.META_CONFIG]))
         pre_dict = json.loads(metadata.get(io.META_PREPROCESSING, "{}"))
+        preprocessing = _config_from_dict(Preprocessing, pre_dict)[0] if pre_dict else default_preprocessing(
+            family, config)
         names = json.loads(metadata[io.META_CLASS_NAMES]) if io.META_CLASS_NAMES in metadata else None
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path}: corrupt deit metadata ({exc})") from None
-    config, notes = _config_from_dict(config_cls, config_dict)
-    preprocessing = Preprocessing.from_dict(pre_dict) if pre_dict else default_preprocessing(family, config)
+        if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+            raise ValueError("class_names is not a list of strings")
+        _check_sizes(config, tensors)
+    except (ValueError, TypeError, RecursionError) as exc:  # JSONDecodeError and ConfigError are ValueErrors
+        raise CheckpointError(f"{path}: corrupt deit metadata ({exc}); save or download the checkpoint again") from None
     arch = metadata.get(io.META_ARCH)
     return CheckpointInfo(
         source=str(path),
@@ -171,4 +194,32 @@ def _read_ours(path: Path, tensors: dict, metadata: dict[str, str]) -> Checkpoin
     )
 
 
-__all__ = ["CheckpointInfo", "read_checkpoint"]
+@dataclass(frozen=True)
+class Loss:
+    """Something of a model that a weights-only file does not record: what a reader infers instead."""
+
+    name: str  # a config field ("num_heads"), a preprocessing field ("crop_pct") or "class_names"
+    kind: str  # "config", "preprocessing" or "class_names"
+    value: Any  # the model's
+    read_back: Any  # what a reader of the file infers
+
+
+def weights_only_losses(model: nn.Module) -> list[Loss]:
+    """What the official and timm layouts (weights only) lose of ``model``: every config field (besides training
+    regularisation) and preprocessing value that reading the file back infers differently, and the class
+    names. Empty when the file reads back as the same model."""
+    model = unwrap_model(model)
+    back = checkpoint_info(dict(model.state_dict()), "weights only")
+    losses = [Loss(f.name, "config", getattr(model.config, f.name), getattr(back.config, f.name, None))
+              for f in dataclasses.fields(model.config)
+              if f.name not in TRAINING_ONLY and getattr(model.config, f.name) != getattr(back.config, f.name, None)]
+    pre = getattr(model, "preprocessing", None) or back.preprocessing
+    losses += [Loss(k, "preprocessing", v, getattr(back.preprocessing, k))
+               for k, v in pre.to_dict().items() if v != getattr(back.preprocessing, k)]
+    names = getattr(model, "class_names", None)
+    if names:
+        losses.append(Loss("class_names", "class_names", list(names), None))
+    return losses
+
+
+__all__ = ["CheckpointInfo", "Loss", "checkpoint_info", "read_checkpoint", "weights_only_losses"]

@@ -70,13 +70,30 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, extra_metadata: d
     return path
 
 
+def _plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in unwrap_model(model).state_dict().items()}
+
+
 def save_official(model: nn.Module, path: str | os.PathLike) -> Path:
-    """Write ``{'model': state_dict}`` in the official / timm key layout (a plain-tensor pickle)."""
+    """Write ``{'model': state_dict}`` in the official / timm key layout (a plain-tensor pickle). The file holds
+    weights only: :func:`deit.checkpoints.reading.weights_only_losses` says what of ``model`` it cannot record."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    sd = {k: v.detach().cpu().contiguous() for k, v in unwrap_model(model).state_dict().items()}
-    torch.save({"model": sd}, path)
+    torch.save({"model": _plain_state_dict(model)}, path)
     return path
 
 
-__all__ = ["checkpoint_metadata", "save_checkpoint", "save_official", "unwrap_model"]
+def save_timm(model: nn.Module, path: str | os.PathLike) -> Path:
+    """Write the bare state dict, as timm does: a ``.safetensors`` (no deit metadata) or a ``.pth`` pickle. The
+    file holds weights only: :func:`~deit.checkpoints.reading.weights_only_losses` says what of ``model`` it
+    cannot record."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        io.write_safetensors(path, _plain_state_dict(model), {"format": "pt"})  # timm's own metadata
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(_plain_state_dict(model), path)
+    return path
+
+
+__all__ = ["checkpoint_metadata", "save_checkpoint", "save_official", "save_timm", "unwrap_model"]

@@ -54,7 +54,10 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:  # named against the verb, whose --help lists what it takes
             raise UsageError(f"deit {command}: error: unrecognized arguments: {' '.join(unknown)} "
                              f"(see `deit {command} --help`)")
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        if sys.stdout is not None:  # a reader that went away fails here, where report() can end quietly
+            sys.stdout.flush()
+        return code
     except (Exception, KeyboardInterrupt) as exc:  # every failure is one line (and a traceback only on request)
         return report(exc, command, debug)
 

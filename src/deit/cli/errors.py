@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import argparse
 import os
+import select
+import signal
 import sys
 import traceback
 
 EXIT_USAGE = 2  # bad input: a wrong flag, a missing file, a bad value
 EXIT_FAILURE = 1  # something went wrong that is not the input's fault
 EXIT_INTERRUPTED = 130
+# The reader of our output went away (`deit predict ... | head -3`): what a shell reports for any tool that
+# SIGPIPE stops, 128 + SIGPIPE, with no message.
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 DEBUG_ENV = "DEIT_DEBUG"
 # Optional dependencies: the extra that installs each.
 EXTRAS = {"onnx": "export", "onnxruntime": "export", "onnxscript": "export", "tensorboard": "tensorboard",
@@ -42,8 +47,32 @@ def debugging(argv: list[str]) -> tuple[bool, list[str]]:
     return debug, [a for a in argv if a != "--debug"]
 
 
+def stdout_closed() -> bool:
+    """Whether the reader of stdout has gone (a pipe whose reading end is closed reports POLLERR)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), no real stdout
+        return False
+
+
+def end_quietly_on_closed_pipe() -> int:
+    """Stop without a word: stdout goes to devnull so the interpreter's final flush of what is still buffered
+    does not fail again (the recipe of Python's `signal` documentation)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    return EXIT_BROKEN_PIPE
+
+
 def report(exc: BaseException, command: str | None, debug: bool) -> int:
     """Print ``exc`` as one line on stderr (and the traceback when debugging); the exit code it means."""
+    if isinstance(exc, BrokenPipeError) and stdout_closed():
+        return end_quietly_on_closed_pipe()
     if debug:
         traceback.print_exception(exc)
     prefix = f"deit {command}: error:" if command else "deit: error:"
@@ -73,4 +102,4 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(text.split())
 
 
-__all__ = ["EXIT_USAGE", "CLIError", "Parser", "UsageError", "debugging", "report"]
+__all__ = ["EXIT_BROKEN_PIPE", "EXIT_USAGE", "CLIError", "Parser", "UsageError", "debugging", "report"]

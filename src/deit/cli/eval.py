@@ -57,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         tta = ", flip test-time augmentation" if args.tta == "flip" else ""
         print(f"{args.checkpoint} on {args.data} ({args.split}, {metrics['num_samples']} images{tta})")
-        for key, value in metrics.items():
-            if key != "num_samples":
-                print(f"  {key:<14}{value:.4f}")
+        rows = {k: v for k, v in metrics.items() if k != "num_samples"}
+        width = max(map(len, rows), default=0) + 2  # a column, whatever the longest name (agreement_dist)
+        for key, value in rows.items():
+            print(f"  {key:<{width}}{value:.4f}")
     return 0

@@ -6,6 +6,10 @@
     two_heads -> whether the model has a class head *and* a distillation head (a DeiT with a distillation token);
                  such a model also has forward_heads(x) -> (cls_logits, dist_logits) and a head_mode that says
                  what forward returns: "avg" (the paper's inference: the mean of the two heads), "cls" or "dist".
+    classifier_prefixes -> the parameter-name prefixes of the classifier layers (("head.", "head_dist.") for a
+                 DeiT, ("head.fc.",) for a RegNet, ("fc.",) for a ResNet), which reset_classifier(n) replaces
+                 with fresh ones for n classes: how checkpoints read the class count of a family's weights
+                 (:func:`state_dict_num_classes`) and name a head that does not fit.
 
 Everything outside the model families asks these questions through the functions below, never by probing
 attributes of its own: whether a model has two heads (:func:`has_two_heads`), what training sees
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import typing
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
@@ -46,6 +51,9 @@ class Classifier(nn.Module, ABC):
     defaults for a model with one head. Subclasses define ``forward_features`` and ``forward_head``."""
 
     two_heads: bool = False
+    # Each family names its classifier's parameters (see the module docstring); the first prefix's "weight" is
+    # (num_classes, features).
+    classifier_prefixes: tuple[str, ...] = ()
 
     def __init__(self, config: Any, preprocessing: Preprocessing) -> None:
         super().__init__()
@@ -68,6 +76,10 @@ class Classifier(nn.Module, ABC):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
+    @abstractmethod
+    def reset_classifier(self, num_classes: int) -> None:
+        """Fresh classifier layers (every ``classifier_prefixes`` one) for ``num_classes`` classes (0: none)."""
+
     def forward_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise ValueError(
             f"{type(self).__name__} has one head, no distillation head; use a *_distilled_* model "
@@ -83,6 +95,21 @@ def has_two_heads(model: nn.Module) -> bool:
     """Whether ``model`` has a class head and a distillation head. Any other module (the Python API accepts any
     images -> logits module) has one head."""
     return bool(getattr(model, "two_heads", False))
+
+
+def classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
+    """The parameter-name prefixes of ``model``'s classifier (empty for a module outside the contract)."""
+    return tuple(getattr(model, "classifier_prefixes", ()))
+
+
+def state_dict_num_classes(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> int | None:
+    """The class count of ``state_dict``'s classifier, read as weights of ``model``'s family (the rows of its
+    first classifier weight); None when the state dict has no classifier of that family."""
+    for prefix in classifier_prefixes(model):
+        weight = state_dict.get(prefix + "weight")
+        if isinstance(weight, torch.Tensor) and weight.ndim == 2:
+            return int(weight.shape[0])
+    return None
 
 
 def head_mode_of(model: nn.Module) -> str:
@@ -120,11 +147,13 @@ __all__ = [
     "SINGLE_HEAD",
     "Classifier",
     "HeadMode",
+    "classifier_prefixes",
     "combine_heads",
     "has_two_heads",
     "head_mode_of",
     "head_names",
     "head_outputs",
     "prediction_key",
+    "state_dict_num_classes",
     "training_outputs",
 ]

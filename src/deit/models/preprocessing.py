@@ -32,6 +32,8 @@ class Preprocessing:
             raise ValueError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
         if len(self.mean) != len(self.std):
             raise ValueError(f"mean {self.mean} and std {self.std} have different lengths")
+        if not all(s > 0 for s in self.std):  # also refuses NaN
+            raise ValueError(f"std {self.std} must be positive: images are divided by it")
         object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
         object.__setattr__(self, "std", tuple(float(s) for s in self.std))
 

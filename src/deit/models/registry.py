@@ -45,10 +45,10 @@ class ModelEntry:
 FAMILIES: dict[str, Family] = {}
 _MODELS: dict[str, ModelEntry] = {}
 _ALIASES: dict[str, str] = {}
+# Config fields that only regularise training: no checkpoint needs them to compute the same outputs.
+TRAINING_ONLY: frozenset[str] = frozenset({"drop_rate", "attn_drop_rate", "drop_path_rate"})
 # Config fields that do not describe the architecture: ignored when matching a config to a named model.
-NON_STRUCTURAL: frozenset[str] = frozenset(
-    {"num_classes", "drop_rate", "attn_drop_rate", "drop_path_rate", "head_mode", "dynamic_img_size"}
-)
+NON_STRUCTURAL: frozenset[str] = TRAINING_ONLY | {"num_classes", "head_mode", "dynamic_img_size"}
 
 
 def register_family(family: Family) -> Family:
@@ -193,6 +193,7 @@ def create_model(
 __all__ = [
     "FAMILIES",
     "NON_STRUCTURAL",
+    "TRAINING_ONLY",
     "Family",
     "ModelEntry",
     "apply_overrides",

@@ -192,6 +192,8 @@ class ClassifierHead(nn.Module):
 class RegNet(Classifier):
     """RegNet-X/Y classifier. See the module docstring for the key layout and the forward contract."""
 
+    classifier_prefixes = ("head.fc.",)
+
     def __init__(self, cfg: RegNetConfig, preprocessing: Preprocessing | None = None) -> None:
         super().__init__(cfg, preprocessing or Preprocessing())
         self.stem = ConvNormAct(cfg.in_chans, cfg.stem_width, 3, stride=2)

@@ -85,6 +85,8 @@ class BasicBlock(nn.Module):
 class ResNet(Classifier):
     """Basic-block ResNet classifier. See the module docstring for the key layout and the forward contract."""
 
+    classifier_prefixes = ("fc.",)
+
     def __init__(self, cfg: ResNetConfig, preprocessing: Preprocessing | None = None) -> None:
         super().__init__(cfg, preprocessing or Preprocessing())
         stem_width = cfg.widths[0]

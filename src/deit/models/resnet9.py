@@ -95,6 +95,8 @@ class Stage(nn.Module):
 class ResNet9(Classifier):
     """ResNet-9 classifier. See the module docstring for the layout and the forward contract."""
 
+    classifier_prefixes = ("fc.",)
+
     def __init__(self, cfg: ResNet9Config, preprocessing: Preprocessing | None = None) -> None:
         super().__init__(cfg, preprocessing or cifar_preprocessing())
         w = cfg.widths

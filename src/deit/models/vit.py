@@ -27,6 +27,8 @@ from deit.models.vit_config import ViTConfig
 class VisionTransformer(Classifier):
     """DeiT / ViT classifier. See ``deit.models.contract`` for the forward contract."""
 
+    classifier_prefixes = ("head.", "head_dist.")
+
     def __init__(self, cfg: ViTConfig, preprocessing: Preprocessing | None = None) -> None:
         super().__init__(cfg, preprocessing or Preprocessing(input_size=cfg.img_size))
         d = cfg.embed_dim

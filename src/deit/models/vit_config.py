@@ -35,11 +35,15 @@ class ViTConfig:
     head_mode: HeadMode = "avg"
 
     def __post_init__(self) -> None:
-        problems = []
-        if self.img_size % self.patch_size:
+        problems = [f"{name} must be positive, got {getattr(self, name)}"
+                    for name in ("img_size", "embed_dim", "num_heads") if getattr(self, name) < 1]
+        if not problems and self.img_size % max(self.patch_size, 1):
             problems.append(f"img_size {self.img_size} is not a multiple of patch_size {self.patch_size}")
-        if self.embed_dim % self.num_heads:
+        if not problems and self.embed_dim % self.num_heads:
             problems.append(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+        if not (0 < self.mlp_ratio < 1e6 and self.layer_norm_eps > 0):  # also refuses NaN
+            problems.append(f"mlp_ratio {self.mlp_ratio} must be in (0, 1e6) and layer_norm_eps "
+                            f"{self.layer_norm_eps} positive")
         if self.head_mode not in HEAD_MODES:
             problems.append(f"head_mode {self.head_mode!r} is not one of {HEAD_MODES}")
         if self.head_mode != "avg" and not self.distilled:

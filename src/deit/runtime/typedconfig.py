@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import types
 import typing
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -110,7 +112,7 @@ def _sequence(value: Any, tp: Any, key: str) -> Any:
         raise ConfigError(f"{key}={value!r}: expected a list")
     (item_tp, *_) = typing.get_args(tp) or (Any,)
     out = [coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
-    return tuple(out) if typing.get_origin(tp) is tuple else out
+    return tuple(out) if (typing.get_origin(tp) or tp) is tuple else out
 
 
 def coerce(value: Any, tp: Any, key: str) -> Any:
@@ -120,7 +122,7 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         return _union(value, tp, key)
     if origin is typing.Literal:
         return _literal(value, tp, key)
-    if origin in (list, tuple):
+    if origin in (list, tuple) or tp in (list, tuple):
         return _sequence(value, tp, key)
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
@@ -197,6 +199,41 @@ def dict_differences(before: dict, after: dict, ignored: tuple[str, ...] = ()) -
     return [f"{k}: {a.get(k, '<unset>')!r} -> {b.get(k, '<unset>')!r}" for k in keys if a.get(k) != b.get(k)]
 
 
+def _where(mark: Any) -> str:
+    return f"line {mark.line + 1}, column {mark.column + 1}"
+
+
+def read_yaml(text: str, source: str) -> Any:
+    """``yaml.safe_load(text)``; a syntax error is a ConfigError naming ``source`` (a file, an override), the line
+    and the column, and what YAML expected there."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        parts = [f"{text} at {_where(mark)}" if mark else text
+                 for text, mark in ((exc.context, exc.context_mark), (exc.problem, exc.problem_mark)) if text]
+        fix = ("indent with spaces: YAML does not allow tabs" if "'\\t'" in str(exc.problem) else
+               "fix the YAML there (a value holding ': ', '#', '[' or '{' needs quotes)")
+        raise ConfigError(f"{source}: YAML syntax error: {', '.join(parts) or type(exc).__name__}; {fix}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML ({' '.join(str(exc).split())}); fix the file") from None
+    except RecursionError:  # brackets nested a thousand deep
+        raise ConfigError(f"{source}: YAML nested too deeply to read; fix the file") from None
+    except ValueError as exc:  # a date like 2024-02-30
+        raise ConfigError(f"{source}: YAML value that cannot be read ({exc}); quote it or fix it") from None
+
+
+def read_yaml_file(path: str | os.PathLike, source: str | None = None) -> Any:
+    """The YAML content of a user's file, every failure a ConfigError or FileNotFoundError naming the file."""
+    source = source or f"config file {os.fspath(path)}"
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{source} is not UTF-8 text (is it a YAML file?); pass a YAML config") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{source} is a directory; pass a YAML file") from None
+    return read_yaml(text, source)
+
+
 def parse_override(item: str) -> tuple[list[str], Any]:
     """``a.b.c=value`` -> (["a", "b", "c"], value); the value is read as YAML (numbers, bools, null, lists)."""
     if "=" not in item:
@@ -206,9 +243,9 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {item!r} has an empty key")
     try:
-        value = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError:
-        value = text
+        value = read_yaml(text, f"override {item!r}") if text.strip() else None
+    except ConfigError:
+        value = text  # not YAML: the text itself (the field's type check then names the key if it is wrong)
     return key.split("."), value
 
 
@@ -275,6 +312,8 @@ __all__ = [
     "from_dict",
     "keys_where",
     "parse_override",
+    "read_yaml",
+    "read_yaml_file",
     "setting",
     "to_dict",
     "unknown_key",

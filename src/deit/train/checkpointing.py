@@ -110,7 +110,18 @@ class RunDir:
     def load_state(self) -> dict:
         if not self.state.is_file():
             raise FileNotFoundError(f"{self.root} has no training state ({self.state.name}); nothing to resume")
-        state = torch.load(self.state, map_location="cpu", weights_only=False)
+        try:
+            # Our own file, written by this run: it holds numpy RNG states, so not weights_only.
+            state = torch.load(self.state, map_location="cpu", weights_only=False)
+        except Exception as exc:  # noqa: BLE001 (a torn or foreign file: torch raises RuntimeError, EOFError ...)
+            line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            raise ValueError(
+                f"{self.state} cannot be read ({type(exc).__name__}: {line}): continue from the run's weights "
+                f"instead (model.finetune={self.last}), or start over with --fresh (the old run is moved aside)"
+            ) from None
+        if not isinstance(state, dict):
+            raise ValueError(f"{self.state} is not a training state (a {type(state).__name__}); start over with "
+                             "--fresh (the old run is moved aside)")
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"{self.state} has state version {state.get('version')}, expected {STATE_VERSION}")
         return state

@@ -71,7 +71,7 @@ def build_student(cfg: TrainConfig, num_classes: int) -> nn.Module:
     if mc.finetune:
         if mc.finetune in ("official", entry.name, *entry.aliases):
             pretrained = True
-        elif Path(mc.finetune).is_file():
+        elif Path(mc.finetune).exists():  # a file, or a transformers save_pretrained directory
             pretrained = mc.finetune
         else:
             raise ConfigError(

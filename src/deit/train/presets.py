@@ -16,7 +16,16 @@ from pathlib import Path
 
 import yaml
 
-from deit.runtime.typedconfig import ConfigError, apply_overrides, check_keys, deep_merge, from_dict, to_dict
+from deit.runtime.typedconfig import (
+    ConfigError,
+    apply_overrides,
+    check_keys,
+    deep_merge,
+    from_dict,
+    read_yaml,
+    read_yaml_file,
+    to_dict,
+)
 from deit.train.config import TrainConfig, default_output_dir
 
 
@@ -33,9 +42,15 @@ def _read_yaml(name_or_path: str | Path, seen: tuple[str, ...] = ()) -> dict:
         raise ConfigError(f"config base chain loops: {' -> '.join((*seen, key))}")
     path = Path(key)
     if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
+        if not path.exists():
             raise FileNotFoundError(f"config file {key} does not exist")
-        text = path.read_text()
+        if path.is_dir() and any((path / n).is_file() for n in ("config.yaml", "state.pt")):
+            raise ConfigError(f"{key} is a run directory, not a config: continue it with `deit train --resume {key}`, "
+                              f"or start from its config with --config {path / 'config.yaml'}")
+        raw = read_yaml_file(path)
+        if raw is None:  # an empty file (or only comments): a truncated write, not a wish for every default
+            raise ConfigError(f"config file {key} is empty: give it keys (e.g. `base: deit-tiny_pt-4xb256_in1k`), "
+                              "or pass a preset name (see `deit train --list`)")
     else:
         res = resources.files("deit") / "configs" / f"{key}.yaml"
         if not res.is_file():
@@ -43,8 +58,8 @@ def _read_yaml(name_or_path: str | Path, seen: tuple[str, ...] = ()) -> dict:
             close = difflib.get_close_matches(key, presets, n=1, cutoff=0.5)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise ConfigError(f"unknown config {key!r}{hint} (a YAML path, or a preset: {', '.join(presets)})")
-        text = res.read_text()
-    raw = yaml.safe_load(text) or {}
+        raw = read_yaml(res.read_text(), f"preset {key}")
+    raw = {} if raw is None else raw
     if not isinstance(raw, dict):
         raise ConfigError(f"config {key} must be a mapping of keys to values")
     return _merge_bases(raw, path.parent if path.suffix in (".yaml", ".yml") else None, (*seen, key))

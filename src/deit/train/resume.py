@@ -17,11 +17,9 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import yaml
-
 from deit.runtime.distributed import DistEnv, barrier, on_main
 from deit.runtime.locks import LockHeld
-from deit.runtime.typedconfig import deep_merge, dict_differences, keys_where, to_dict
+from deit.runtime.typedconfig import deep_merge, dict_differences, keys_where, read_yaml_file, to_dict
 from deit.train.checkpointing import LOCK_FILE, RunDir
 from deit.train.config import ConfigError, TrainConfig
 
@@ -71,7 +69,10 @@ def _decide(run: RunDir, cfg: TrainConfig, mode: str) -> RunDecision:
         return RunDecision(False)
     if mode == "never":
         return RunDecision(False, move_aside=True)
-    saved = yaml.safe_load(run.config.read_text()) if run.config.is_file() else None
+    saved = read_yaml_file(run.config, f"the run's config {run.config}") if run.config.is_file() else None
+    if saved is not None and not isinstance(saved, dict):
+        return RunDecision(False, error=f"{run.config} holds no config (a YAML mapping): start over with --fresh "
+                                        "(the old run is moved aside), or choose another output_dir")
     if saved is None:  # killed between its first checkpoint and its config: the state has the config too
         saved = run.load_state().get("config", {})
     # A setting the saved config lacks (written before the setting existed) counts as its default.
