@@ -85,7 +85,7 @@ def _training_state(run: Path) -> Path:
     """A state.pt as a run directory holds it (the keys of Trainer.state_dict; the RNG states hold numpy)."""
     model = create_model("deit_tiny_patch16_224", num_classes=4, **TINY_VIT)
     optimizer = torch.optim.AdamW(model.parameters())
-    RunDir(run).create()
+    run.mkdir(parents=True, exist_ok=True)
     save_checkpoint(model, run / "best.safetensors")
     RunDir(run).save_state({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "ema": None,
                             "scaler": None, "progress": Progress().state_dict(), "meter": {}, "rng": rng_states(),
@@ -142,7 +142,7 @@ def verb_args(verb: str, ck: Path, work: Path) -> list[str]:
         "analyze attention": ["analyze", "attention", str(ck), img],
         "analyze agreement": ["analyze", "agreement", str(ck), "--teacher", str(ck), *data],
         "train teacher": ["train", "--config", "digits-deit-distilled", *teacher],
-        "train finetune": ["train", "--config", "digits-deit-distilled",
+        "train finetune": ["train", "--config", "digits-convnet-teacher",
                            *tiny_overrides(work / "ft", extra=(f"model.finetune={ck}",))],
         "teacher-cache build": ["teacher-cache", "build", "--config", "digits-deit-distilled", "--output",
                                 str(work / "cache"), *teacher],
@@ -259,7 +259,7 @@ def test_bad_config_as_typed(case, verb, configs, tmp_path):
 def _run_dir(root: Path, config_text: str | None = None, state: bytes | None = None) -> Path:
     """A run directory as `deit train` leaves it, with its config.yaml (or given text) and a state.pt."""
     root.mkdir(parents=True)
-    cfg = load_config("digits-deit-distilled", tiny_overrides(root, distilled=False))
+    cfg = load_config("digits-convnet-teacher", tiny_overrides(root, distilled=False))
     (root / "config.yaml").write_text(config_text if config_text is not None else dump_config(cfg))
     if state is not None:
         (root / "state.pt").write_bytes(state)
@@ -271,7 +271,7 @@ def test_a_run_dirs_damaged_files(tmp_path):
     broken = _run_dir(tmp_path / "broken", BROKEN_YAML, state=b"x")
     torn = _run_dir(tmp_path / "torn", state=b"PK\x03\x04" + bytes(100))
     valid = yaml.safe_load((torn / "config.yaml").read_text())
-    auto = ["train", "--config", "digits-deit-distilled", *tiny_overrides(broken, distilled=False)]
+    auto = ["train", "--config", "digits-convnet-teacher", *tiny_overrides(broken, distilled=False)]
     results = run_batch([["train", "--resume", str(broken)], auto, ["train", "--resume", str(torn)]], tmp_path)
     assert_one_line(results[0]["rc"], results[0]["err"], "train", f"{broken / 'config.yaml'}: YAML syntax error",
                     "line 3, column 7")

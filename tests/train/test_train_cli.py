@@ -96,7 +96,8 @@ def test_train_eval_plot_and_finetune_with_distillation(tmp_path, capsys):
                  "synthetic", "--set", "img_size=24", "synthetic_classes=3", "synthetic_val=30"]) == 0
     printed = capsys.readouterr().out
     assert "teacher_top1" in printed and "agreement" in printed
-    rows = printed.splitlines()[1:]  # every metric a column apart from its name, agreement_dist included
+    rows = [r for r in printed.splitlines() if r.startswith("  ")]  # the metric rows, below the precision and header
+    assert len(rows) == 14, printed  # every metric a column apart from its name, agreement_dist included
     assert any(r.split()[0] == "agreement_dist" for r in rows)
     assert all(re.fullmatch(r"  [a-z0-9_]+ {2,}\d\.\d{4}", r) for r in rows), printed
 
