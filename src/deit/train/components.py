@@ -20,7 +20,7 @@ from deit.inference.teacher import Teacher
 from deit.models import Preprocessing, get_entry
 from deit.models.contract import has_two_heads
 from deit.runtime.distributed import DistEnv
-from deit.runtime.precision import bf16_native, resolve_amp
+from deit.runtime.precision import decide_bf16, resolve_amp
 from deit.train.config import ConfigError, TrainConfig
 from deit.train.ema import ModelEma
 from deit.train.engine import Trainer, TrainView, derive_seed
@@ -131,14 +131,16 @@ def check_distillation(cfg: TrainConfig, model: nn.Module, teacher: nn.Module | 
 def resolve_precision(cfg: TrainConfig, device: torch.device) -> tuple[TrainConfig, str]:
     """``cfg`` with ``amp`` and ``teacher.dtype`` "auto" resolved for ``device``, and the line saying so."""
     amp, why = resolve_amp(cfg.amp, device)
-    teacher_dtype = cfg.teacher.dtype
+    teacher_dtype, teacher_why = cfg.teacher.dtype, ""
     if teacher_dtype == "auto":
-        teacher_dtype = "bfloat16" if bf16_native(device) else "float32"
+        native, reason = decide_bf16(device)
+        teacher_dtype = "bfloat16" if native else "float32"
+        teacher_why = f" (teacher.dtype=auto: {reason})" if cfg.amp != "auto" else ""
     resolved = replace(cfg, amp=amp, teacher=replace(cfg.teacher, dtype=teacher_dtype))
     shown = {"none": "fp32", "bf16": "bf16 autocast", "fp16": "fp16 autocast with a grad scaler"}[amp]
     line = f"precision: {shown} (amp={cfg.amp}: {why})"
     if cfg.distillation.type != "none":
-        line += f"; teacher in {teacher_dtype}"
+        line += f"; teacher in {teacher_dtype}{teacher_why}"
     return resolved, line
 
 
