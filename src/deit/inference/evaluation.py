@@ -16,16 +16,15 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
 
 from deit.checkpoints.factory import load_model
-from deit.data import ImageDataset, build_dataset, build_loader
+from deit.data import ImageDataset, Loader, build_dataset, build_loader
 from deit.data.formats import data_config_for
 from deit.inference.teacher import Teacher
 from deit.models.contract import SINGLE_HEAD, head_names, head_outputs, prediction_key
 from deit.models.preprocessing import Preprocessing
 from deit.runtime.distributed import DistEnv, all_reduce_sum, cleanup, init_distributed
-from deit.runtime.precision import autocast
+from deit.runtime.precision import autocast, resolve_amp
 
 TeacherFn = Callable[[torch.Tensor], torch.Tensor]
 # Test-time augmentation: "flip" averages each head's logits over the image and its mirror image (as airbench
@@ -154,7 +153,7 @@ def evaluate(
 
 def eval_loader(data: str, model: nn.Module, *, split: str = "val", batch_size: int = 64, workers: int = 0,
                 overrides: Sequence[str] = (), dataset: ImageDataset | None = None,
-                distributed: tuple[int, int] | bool = False) -> tuple[DataLoader, ImageDataset]:
+                distributed: tuple[int, int] | bool = False) -> tuple[Loader, ImageDataset]:
     """The eval-transform loader of ``--data`` (a built-in name or a path) for ``model``'s own preprocessing, in
     data set order; ``dataset`` reuses an already built one (the same images for a second model)."""
     pre = getattr(model, "preprocessing", None) or Preprocessing()
@@ -175,13 +174,16 @@ def evaluate_checkpoint(checkpoint: str, data: str, *, architecture: str | None 
     """:func:`evaluate` of a checkpoint file on ``data`` (``deit eval``); under torchrun every rank calls it and
     the metrics count every sample once. A ``teacher`` checkpoint adds its top-1 and the agreement."""
     env = init_distributed(device)
+    loader = None
     try:
         model = load_model(checkpoint, architecture).to(env.device)
         loader, _ = eval_loader(data, model, split=split, batch_size=batch_size, workers=workers,
                                 overrides=overrides, distributed=(env.world_size, env.rank))
         frozen = Teacher(load_model(teacher, teacher_architecture).to(env.device)) if teacher else None
-        return evaluate(model, loader, env, frozen, amp, tta)
+        return evaluate(model, loader, env, frozen, resolve_amp(amp, env.device)[0], tta)
     finally:
+        if loader is not None:
+            loader.close()
         cleanup(env)
 
 

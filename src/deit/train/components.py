@@ -12,10 +12,9 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from deit.checkpoints import create_model
-from deit.data import ImageDataset, SoftTargetCrossEntropy, build_dataset, build_loader, build_mixup
+from deit.data import ImageDataset, Loader, SoftTargetCrossEntropy, build_dataset, build_loader, build_mixup
 from deit.inference.teacher import Teacher
 from deit.models import Preprocessing, get_entry
 from deit.models.contract import has_two_heads
@@ -33,12 +32,17 @@ from deit.train.teacher_source import build_teacher_source
 class RunData:
     train_set: ImageDataset
     val_set: ImageDataset
-    train_loader: DataLoader
-    val_loader: DataLoader
+    train_loader: Loader
+    val_loader: Loader
 
     @property
     def classes(self) -> list[str]:
         return list(self.train_set.classes)
+
+    def close(self) -> None:
+        """End both loaders' worker processes."""
+        self.train_loader.close()
+        self.val_loader.close()
 
 
 @dataclass

@@ -209,9 +209,12 @@ def _train(cfg: TrainConfig, env: DistEnv, model: nn.Module | None, teacher: nn.
         run.log({"kind": "event", "event": "resume" if state else "start", "step": trainer.progress.step,
                  "world_size": env.world_size, "lr": parts.lr, "total_batch": parts.total_batch,
                  "time": round(time.time(), 1)})
-    final = _fit(cfg, env, run, parts, clock)
-    if not final and cfg.eval_every >= 0:  # resumed a finished run: report its final metrics again
-        final = evaluate(parts.model, parts.data.val_loader, env, trainer.validate_teacher, cfg.amp)
+    try:
+        final = _fit(cfg, env, run, parts, clock)
+        if not final and cfg.eval_every >= 0:  # resumed a finished run: report its final metrics again
+            final = evaluate(parts.model, parts.data.val_loader, env, trainer.validate_teacher, cfg.amp)
+    finally:
+        parts.data.close()  # however the loop ended, its data workers end with it
     summary = _summary(cfg, env, run, parts, final, clock)
     _finish(run, env, summary)
     barrier(env)
