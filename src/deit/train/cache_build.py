@@ -20,7 +20,7 @@ import torch
 from deit.data import build_dataset, build_loader, build_mixup
 from deit.models import Preprocessing, get_entry
 from deit.runtime.distributed import DistEnv, barrier, cleanup, init_distributed, on_main
-from deit.train.components import resolve_precision
+from deit.train.components import follow_data_root, resolve_precision
 from deit.train.config import ConfigError, TrainConfig
 from deit.train.engine import mix
 from deit.train.teacher_cache import (
@@ -130,6 +130,7 @@ def build_cache(cfg: TrainConfig, output: str | Path, opts: BuildOptions = Build
 
 def _build(cfg: TrainConfig, root: Path, opts: BuildOptions, env: DistEnv, log: Callable[[str], None]) -> CacheMeta:
     cfg, precision = resolve_precision(cfg, env.device)
+    cfg, data_line = follow_data_root(cfg)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     say = log if env.is_main else (lambda message: None)
@@ -157,6 +158,8 @@ def _build(cfg: TrainConfig, root: Path, opts: BuildOptions, env: DistEnv, log: 
         f"{format_bytes(meta.bytes_per_epoch)} per epoch, {format_bytes(meta.bytes_per_epoch * cfg.epochs)} for "
         f"{cfg.epochs} epochs; {total} of {cfg.epochs * meta.ranks} parts to compute on {env.world_size} "
         f"builder(s); {precision}")
+    if data_line:
+        say(data_line)
     if teacher.adapter is not None:
         say(teacher.adapter.describe())
     bar = _progress_bar(env, opts, len(parts) * meta.batches)

@@ -15,6 +15,7 @@ from torch import nn
 
 from deit.checkpoints import create_model
 from deit.data import ImageDataset, Loader, SoftTargetCrossEntropy, build_dataset, build_loader, build_mixup
+from deit.data.formats import follow_root
 from deit.inference.teacher import Teacher
 from deit.models import Preprocessing, get_entry
 from deit.models.contract import has_two_heads
@@ -148,6 +149,12 @@ def resolve_precision(cfg: TrainConfig, device: torch.device) -> tuple[TrainConf
     return resolved, line
 
 
+def follow_data_root(cfg: TrainConfig) -> tuple[TrainConfig, str | None]:
+    """``cfg`` reading ``data.root`` in the format found there, and the line saying which (None without a root)."""
+    data, line = follow_root(cfg.data)
+    return replace(cfg, data=data), line
+
+
 def check_runtime(cfg: TrainConfig, device: torch.device) -> None:
     """Settings this machine cannot run (the config itself is valid)."""
     if cfg.amp == "fp16" and device.type != "cuda":
@@ -230,6 +237,7 @@ __all__ = [
     "build_student",
     "check_distillation",
     "check_runtime",
+    "follow_data_root",
     "resolve_precision",
     "output_classes",
 ]

@@ -26,7 +26,13 @@ from deit.runtime.files import atomic_write_text
 from deit.runtime.signals import StopFlag
 from deit.runtime.typedconfig import to_dict
 from deit.train.checkpointing import RunDir
-from deit.train.components import RunComponents, build_components, check_runtime, resolve_precision
+from deit.train.components import (
+    RunComponents,
+    build_components,
+    check_runtime,
+    follow_data_root,
+    resolve_precision,
+)
 from deit.train.config import TrainConfig
 from deit.train.engine import Clock, NonFiniteLossError, Trainer
 from deit.train.hooks import Checkpointer, MetricsLog, ProgressBar
@@ -194,6 +200,7 @@ def _train(cfg: TrainConfig, env: DistEnv, model: nn.Module | None, teacher: nn.
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     cfg, precision = resolve_precision(cfg, env.device)
+    cfg, data_line = follow_data_root(cfg)
     check_runtime(cfg, env.device)
     mode = {True: "require", False: cfg.resume}.get(resume, resume)
     run, state = open_run(default_output_dir(cfg), cfg, env, mode)
@@ -202,7 +209,7 @@ def _train(cfg: TrainConfig, env: DistEnv, model: nn.Module | None, teacher: nn.
     trainer: Trainer = parts.trainer
     clock.offset = trainer.progress.seconds
     _banner(cfg, env, run, parts, resumed=state is not None)
-    _say(env, precision)
+    _say(env, precision, *([data_line] if data_line else []))
     if env.is_main:
         if state is None:
             atomic_write_text(run.config, dump_config(cfg))
