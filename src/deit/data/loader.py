@@ -106,6 +106,7 @@ class Loader(DataLoader):
         """End the worker processes now (a later pass starts new ones)."""
         current, self._pass = self._pass, None
         self._iterator = None  # with persistent workers, DataLoader's own reference to ``current``
+        # torch's multi-process iterator (private, stable since torch 1.x); the in-process one has no workers
         shutdown = getattr(current, "_shutdown_workers", None)
         if shutdown is not None:
             shutdown()
