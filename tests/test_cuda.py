@@ -39,9 +39,12 @@ def test_training_on_the_gpu(tmp_path, amp):
     assert all(p.dtype == torch.float32 for p in result.model.parameters())
 
 
-def test_auto_picks_bf16_on_a_gpu_that_has_it():
+def test_auto_picks_bf16_on_a_gpu_that_has_it(monkeypatch):
+    monkeypatch.delenv("DEIT_ASSUME_BF16", raising=False)  # the hardware decides here, not the variable
     want = "bf16" if torch.cuda.is_bf16_supported() else "none"
     assert resolve_amp("auto", GPU)[0] == want
+    monkeypatch.setenv("DEIT_ASSUME_BF16", "0")
+    assert resolve_amp("auto", GPU) == ("none", "DEIT_ASSUME_BF16=0 says this GPU does not compute bf16 natively")
 
 
 def test_a_bf16_channels_last_teacher_agrees_with_fp32():

@@ -1,10 +1,21 @@
 import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
-from datahelpers import make_imagefolder
+from datahelpers import make_imagefolder, write_image
 
 from deit.data import BadImageError, DataConfig, build_dataset, build_loader
+
+DEIT = [sys.executable, "-m", "deit"]
+REPO = Path(__file__).resolve().parents[2]
+SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
 @pytest.fixture
@@ -47,8 +58,57 @@ def test_fail_names_the_file(with_bad):
 
 def test_fail_names_the_file_from_a_worker(with_bad, pp32):
     cfg = DataConfig(dataset="imagefolder", root=str(with_bad), on_bad_image="fail", batch_size=14,
-                     num_workers=1, persistent_workers=False, repeated_aug=False)
+                     num_workers=1, persistent_workers=True, repeated_aug=False)
     loader = build_loader(cfg, "train", preprocessing=pp32)
     loader.sampler.set_epoch(0)
-    with pytest.raises(Exception, match="broken.jpg|notes.png"):
+    with pytest.raises(BadImageError) as caught:
         next(iter(loader))
+    # The worker's own error, its one line: not torch's wrapper holding the worker's traceback.
+    assert str(caught.value).startswith("cannot read image ") and "\n" not in str(caught.value)
+    assert str(caught.value).split(":")[0].rsplit("/", 1)[1] in ("broken.jpg", "notes.png")
+    assert "Traceback" not in str(caught.value)
+    assert loader._iterator is None  # the failed pass's (persistent) workers were ended
+    loader.sampler.set_epoch(0)
+    with pytest.raises(BadImageError):  # and a new pass starts new ones
+        next(iter(loader))
+
+
+def _processes_naming(marker: str) -> list[int]:
+    """The live processes whose command line holds ``marker`` (a run's unique folder)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and marker.encode() in (entry / "cmdline").read_bytes():
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                found += [] if state == "Z" else [int(entry.name)]
+        except OSError:  # gone meanwhile
+            continue
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_bad_image_in_a_worker_ends_the_run_with_one_line_and_no_process_left(tmp_path):
+    root = make_imagefolder(tmp_path / "ds", {"train": {"a": 6, "b": 6}, "val": {"a": 2, "b": 2}}, size=(16, 16))
+    good = root / "train" / "a" / "0.jpg"
+    write_image(good, (16, 16), fmt="JPEG")
+    (root / "train" / "a" / "trunc.jpg").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    cmd = [*DEIT, "train", "--config", "digits-convnet-teacher", "data.dataset=imagefolder", f"data.root={root}",
+           "data.on_bad_image=fail", "data.num_workers=1", "data.batch_size=4", "epochs=1", "amp=none",
+           "progress=false", f"output_dir={tmp_path / 'run'}"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=SUBPROCESS_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # its own session: the run and its workers, nothing else
+        proc.communicate()
+        pytest.fail("the run hung after the bad image")
+    assert proc.returncode == 2, err
+    [line] = err.strip().splitlines()  # what num_workers=0 prints: the file and what went wrong, one line
+    assert re.fullmatch(rf"deit train: error: cannot read image {re.escape(str(root))}/train/a/trunc\.jpg: "
+                        r"OSError: [^\n]+", line), line
+    assert "Traceback" not in err and "Caught" not in err
+    deadline = time.monotonic() + 10  # the workers are ended before the main process exits; /proc may lag
+    while _processes_naming(str(tmp_path)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _processes_naming(str(tmp_path)), "a data worker outlived the run"

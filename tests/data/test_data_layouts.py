@@ -8,6 +8,7 @@ from datahelpers import make_imagefolder
 
 from deit.cli import main
 from deit.data import DataConfig, DataError, build_dataset
+from deit.data.formats import detect_format, follow_root
 
 
 @pytest.mark.parametrize("held_out", ["test", "validation"])
@@ -55,3 +56,39 @@ def test_check_reports_the_split_sizes_of_a_one_folder_layout(tmp_path, capsys):
     assert report["splits"] == {"train": 24, "val": 6} and report["ok"]
     cfg = DataConfig(dataset="imagefolder", root=str(root), val_fraction=0.2)
     assert (len(build_dataset(cfg, "train")), len(build_dataset(cfg, "val"))) == (24, 6)  # what training uses
+
+
+def test_a_held_out_folder_without_train_is_not_taken_for_a_class(tmp_path, capsys):
+    root = make_imagefolder(tmp_path / "ds", {"val": {"a": 2, "b": 2}, "test": {"a": 1}})
+    with pytest.raises(DataError, match=r"has val/ but no train/ folder: put the training images in .*train/CLASS"):
+        build_dataset(DataConfig(dataset="imagefolder", root=str(root)), "train")
+    assert main(["data", "check", str(root)]) == 1
+    assert "has val/ but no train/ folder" in capsys.readouterr().out
+
+
+def test_what_a_root_holds_decides_its_format(tmp_path):
+    # CIFAR-100's extracted files (meta, train, test) against an image folder with a class called "meta".
+    cifar = tmp_path / "c100"
+    cifar.mkdir()
+    for name in ("meta", "train", "test"):
+        (cifar / name).write_bytes(b"x")
+    folders = make_imagefolder(tmp_path / "imgs", {"train": {"meta": 1}, "test": {"meta": 1}})
+    (folders / "meta").write_bytes(b"notes")
+    assert detect_format(cifar) == "cifar100" and detect_format(folders) == "imagefolder"
+    cfg, line = follow_root(DataConfig(dataset="cifar10", root=str(folders)))
+    assert cfg.dataset == "imagefolder" and line == (f"data: {folders} holds image folders (train/ and test/): "
+                                                     "data.dataset=imagefolder (the config named cifar10)")
+    assert follow_root(cfg)[1] == f"data: {folders} holds image folders (train/ and test/): data.dataset=imagefolder"
+    assert follow_root(DataConfig(dataset="digits")) == (DataConfig(dataset="digits"), None)
+
+
+def test_a_root_that_holds_no_data_set_says_what_it_found(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match=r"holds no data set \(it is empty\); the layouts read are a CIFAR"):
+        detect_format(empty)
+    (empty / "cifar-10-python.tar.gz").write_bytes(b"not really")
+    (empty / "a.txt").write_text("x")
+    with pytest.raises(DataError, match=r"it has 1 \.gz file, 1 \.txt file and no folders; did you mean "
+                                        r".*empty/cifar-10-python\.tar\.gz\?"):
+        detect_format(empty)

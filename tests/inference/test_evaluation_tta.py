@@ -65,3 +65,19 @@ def test_deit_eval_tta_flip(tmp_path, capsys):
     assert metrics["loss"] != pytest.approx(evaluate(model, loader)["loss"])
     assert main(["eval", "--checkpoint", str(checkpoint), *data, "--tta", "flip", "--workers", "0"]) == 0
     assert "(val, 40 images, flip test-time augmentation)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("assume", ["0", "1"])
+def test_deit_eval_amp_auto_resolves_like_training(tmp_path, capsys, monkeypatch, assume):
+    from deit.checkpoints import save_checkpoint
+
+    monkeypatch.setenv("DEIT_ASSUME_BF16", assume)
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "m.safetensors"
+    save_checkpoint(create_model("resnet_digits", num_classes=4, img_size=16), checkpoint)
+    data = ["--data", "synthetic", "--set", "img_size=16", "synthetic_classes=4", "synthetic_val=16"]
+    runs = {}
+    for amp in ("auto", "none" if assume == "0" else "bf16"):
+        assert main(["eval", "--checkpoint", str(checkpoint), *data, "--amp", amp, "--json", "--workers", "0"]) == 0
+        runs[amp] = json.loads(capsys.readouterr().out)
+    assert runs["auto"] == runs["none" if assume == "0" else "bf16"]  # auto is what the variable says

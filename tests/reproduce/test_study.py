@@ -12,12 +12,16 @@ from deit.reproduce.methods import get_method
 from deit.reproduce.regime import Regime
 from deit.reproduce.runs import run_method
 
+# Every run in fp32 whatever the CPU (amp and teacher.dtype are auto in the presets): same numbers, and no emulated
+# bf16 (far slower) where the CPU lacks AVX512_BF16 but DEIT_ASSUME_BF16=1 says otherwise.
+FP32 = ("amp=none", "teacher.dtype=float32")
+
 
 @pytest.mark.slow
 def test_tiny_study_writes_every_row_and_file(tmp_path, capsys):
     out = tmp_path / "study"
     code = main(["reproduce", "--train-per-class", "3", "--seeds", "0", "--epochs", "1", "--output", str(out),
-                 "--set", "data.batch_size=10", "--workers", "1"])
+                 "--set", "data.batch_size=10", *FP32, "--workers", "1"])
     assert code == 0
     rows = load_rows(out / "results.json")
     assert [r["method"] for r in rows] == list(ROWS)  # every method, every head, in order
@@ -87,7 +91,8 @@ def test_bad_arguments_are_clear_errors(tmp_path, capsys):
 @pytest.mark.slow
 def test_parallel_runs_give_the_same_results_as_one_at_a_time(tmp_path):
     """Two seeds on two worker processes: every row equals the in-process run's (only the timings differ)."""
-    args = ["reproduce", "--train-per-class", "3", "--seeds", "0,1", "--epochs", "2,1", "--set", "data.batch_size=10"]
+    args = ["reproduce", "--train-per-class", "3", "--seeds", "0,1", "--epochs", "2,1", "--set", "data.batch_size=10",
+            *FP32]
     assert main([*args, "--workers", "1", "--output", str(tmp_path / "one")]) == 0
     assert main([*args, "--workers", "2", "--output", str(tmp_path / "two")]) == 0
     one, two = (load_rows(tmp_path / d / "results.json") for d in ("one", "two"))
@@ -104,7 +109,7 @@ def test_a_stopped_study_resumes_to_the_same_results(tmp_path, capsys):
     import shutil
 
     args = ["reproduce", "--train-per-class", "3", "--seeds", "0", "--epochs", "2,1", "--set", "data.batch_size=10",
-            "--workers", "1"]
+            *FP32, "--workers", "1"]
     assert main([*args, "--output", str(tmp_path / "whole")]) == 0
     whole = load_rows(tmp_path / "whole" / "results.json")
     # A study stopped after three runs: results.json has teacher and deit-none; deit-cls-soft had finished training

@@ -4,10 +4,14 @@ test/ class folders of 32 px images); the distilled one from the teacher's check
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
+from train_support import DEIT, REPO, SUBPROCESS_ENV
 
 from deit.cli import main
 from deit.reproduce import load_rows
@@ -15,6 +19,9 @@ from deit.reproduce import load_rows
 PRESETS = ("cifar10-convnet-teacher", "cifar10-deit", "cifar10-deit-distilled")
 # One small step each: a tiny batch, no loader workers, a narrow model.
 SMALL = ("epochs=1", "data.batch_size=8", "data.num_workers=0", "progress=false", "eval_every=1")
+# The presets' amp and teacher.dtype are auto: fp32 on every machine (bf16 is emulated, far slower, on a CPU
+# without AVX512_BF16).
+PINNED = ("amp=none", "teacher.dtype=float32")
 
 
 @pytest.fixture(scope="module")
@@ -40,11 +47,19 @@ def test_preset_dry_run(preset, capsys):
 def test_presets_train_on_a_tiny_folder_and_distil_from_the_teacher(folder, tmp_path, capsys):
     data = ("data.dataset=imagefolder", f"data.root={folder}")
     teacher = tmp_path / "teacher"
-    assert main(["train", "--config", "cifar10-convnet-teacher", *data, *SMALL, f"output_dir={teacher}"]) == 0
-    assert capsys.readouterr().out.count("no val/ folder: using test/ as the held-out (val) split") == 1
+    # The preset names the CIFAR archive, data.root holds JPEG folders: they are read, and the run says so once.
+    assert main(["train", "--config", "cifar10-convnet-teacher", f"data.root={folder}", *SMALL, *PINNED,
+                 f"output_dir={teacher}"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("no val/ folder: using test/ as the held-out (val) split") == 1
+    found = (f"data: {folder} holds image folders (train/ and test/): data.dataset=imagefolder (the config named "
+             "cifar10)")
+    assert out.count(found) == 1 and out.count(f"data: {folder} holds") == 1
+    assert yaml.safe_load((teacher / "config.yaml").read_text())["data"]["dataset"] == "imagefolder"
     student = ("model.args={patch_size: 4, embed_dim: 32, depth: 1, num_heads: 2}",)
-    assert main(["train", "--config", "cifar10-deit", *data, *SMALL, *student, f"output_dir={tmp_path / 'deit'}"]) == 0
-    assert main(["train", "--config", "cifar10-deit-distilled", *data, *SMALL, *student,
+    assert main(["train", "--config", "cifar10-deit", *data, *SMALL, *PINNED, *student,
+                 f"output_dir={tmp_path / 'deit'}"]) == 0
+    assert main(["train", "--config", "cifar10-deit-distilled", *data, *SMALL, *PINNED, *student,
                  f"teacher.checkpoint={teacher / 'best.safetensors'}", f"output_dir={tmp_path / 'distilled'}"]) == 0
     summary = json.loads((tmp_path / "distilled" / "summary.json").read_text())
     assert summary["steps"] == 3 and "teacher_top1" in summary["final"] and summary["final"]["num_samples"] == 6
@@ -55,9 +70,30 @@ def test_the_study_runs_on_an_image_folder(folder, tmp_path):
     out = tmp_path / "study"
     assert main(["reproduce", "--dataset", "imagefolder", "--root", str(folder), "--train-per-class", "4",
                  "--seeds", "0", "--epochs", "1", "--workers", "1", "--output", str(out),
-                 "--set", "data.batch_size=4", "data.num_workers=0",
+                 "--set", "data.batch_size=4", "data.num_workers=0", *PINNED,
                  "--student-set", "model.args.embed_dim=32", "model.args.depth=1", "model.args.num_heads=2"]) == 0
     rows = load_rows(out / "results.json")
     assert len(rows) == 10 and {r["seed"] for r in rows} == {0}
     cfg = (out / "runs" / "seed0" / "deit-dist-hard" / "config.yaml").read_text()
     assert "dataset: imagefolder" in cfg and "train_per_class: 4" in cfg and "patch_size: 4" in cfg
+
+
+def test_dry_run_checks_data_root(folder, tmp_path, capsys, monkeypatch):
+    dry = subprocess.run([*DEIT, "train", "--config", "cifar10-convnet-teacher", f"data.root={folder}", "--dry-run"],
+                         cwd=REPO, env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=120)
+    assert dry.returncode == 0 and yaml.safe_load(dry.stdout)["data"]["dataset"] == "imagefolder"
+    assert dry.stderr.count(f"data: {folder} holds image folders") == 1
+    assert main(["train", "--config", "cifar10-convnet-teacher", f"data.root={tmp_path / 'nope'}", "--dry-run"]) == 2
+    assert f"data.root {tmp_path / 'nope'} does not exist" in capsys.readouterr().err
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    for i in range(3):
+        Image.new("RGB", (8, 8)).save(loose / f"{i}.jpg")
+    assert main(["train", "--config", "cifar10-convnet-teacher", f"data.root={loose}", "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "holds no data set (it has 3 .jpg files and no folders)" in err
+    assert "image folders ROOT/train/CLASS/*.jpg" in err and "CIFAR python archive" in err
+    # Unreadable (simulated: this test may run as root, whom permissions do not stop).
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    assert main(["train", "--config", "cifar10-convnet-teacher", f"data.root={folder}", "--dry-run"]) == 2
+    assert f"data.root {folder} is not readable" in capsys.readouterr().err

@@ -14,10 +14,12 @@ def test_short_demo_on_digits_clears_chance_by_far(tmp_path, capsys):
     out = tmp_path / "demo"
     code = main([
         "demo", "--output", str(out),
-        "--teacher", "epochs=4", "progress=false",
+        # fp32 on every machine (amp: auto is bf16 on a CPU with AVX512_BF16, and emulated bf16 is far slower).
+        "--teacher", "epochs=4", "progress=false", "amp=none",
         # A 2-block student with more, smaller steps and no regularisation: what learns fastest in a few epochs.
-        "--student", "epochs=8", "progress=false", "model.args.depth=2", "model.args.embed_dim=64",
-        "model.args.num_heads=2", "data.batch_size=32", "schedule.warmup_epochs=1", "model.drop_path=0",
+        "--student", "epochs=8", "progress=false", "amp=none", "teacher.dtype=float32", "model.args.depth=2",
+        "model.args.embed_dim=64", "model.args.num_heads=2", "data.batch_size=32", "schedule.warmup_epochs=1",
+        "model.drop_path=0",
         "data.scale=[1.0, 1.0]", "data.ratio=[1.0, 1.0]", "data.smoothing=0",
     ])
     assert code == 0

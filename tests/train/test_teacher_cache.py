@@ -18,6 +18,7 @@ from train_support import REPO, SUBPROCESS_ENV, tiny_overrides
 from deit.checkpoints import save_checkpoint
 from deit.cli import main
 from deit.models import create_model
+from deit.runtime.precision import ASSUME_BF16_ENV
 from deit.train import load_config, train
 from deit.train.cache_build import BuildOptions, build_cache
 from deit.train.teacher_cache import CacheMeta, decode, encode
@@ -61,6 +62,17 @@ def test_a_run_from_a_built_cache_equals_the_live_teacher_run(tmp_path, teacher,
     result = train(cfg)
     assert "read from the cache" in capsys.readouterr().out and "teacher_top1" not in result.summary["final"]
     assert _same(_weights(result.run_dir), live[kind])
+
+
+@pytest.mark.parametrize("assume, storage", [("1", "bfloat16"), ("0", "float32")])
+def test_soft_logits_are_stored_in_the_dtype_auto_gives_the_teacher(tmp_path, teacher, monkeypatch, capsys, assume,
+                                                                     storage):
+    # Both resolutions of teacher.dtype=auto on any machine: bf16 logits are stored exactly as bf16.
+    monkeypatch.setenv(ASSUME_BF16_ENV, assume)
+    cfg = _cfg(tmp_path / "u", teacher, "teacher.dtype=auto", "epochs=1", kind="soft")
+    meta = build_cache(cfg, tmp_path / "cache", BuildOptions(progress=False))
+    assert meta.outputs == "logits" and meta.storage == storage
+    assert f"teacher in {storage} (teacher.dtype=auto: {ASSUME_BF16_ENV}={assume}" in capsys.readouterr().out
 
 
 def test_the_first_run_fills_the_cache_and_later_runs_read_it(tmp_path, teacher, live, capsys):

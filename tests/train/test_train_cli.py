@@ -7,15 +7,23 @@ import re
 
 import pytest
 import yaml
+from PIL import Image
 from train_support import tiny_overrides
 
 from deit.cli import main
 
 
-def test_dry_run_prints_the_resolved_config(capsys):
-    assert main(["train", "--config", "deit-tiny-distilled_pt-4xb256_in1k", "optim.lr=1e-3", "--dry-run"]) == 0
+def test_dry_run_prints_the_resolved_config(tmp_path, capsys):
+    preset = ["train", "--dry-run", "--config", "deit-tiny-distilled_pt-4xb256_in1k", "optim.lr=1e-3"]
+    # The preset's data.root (data/imagenet) is a placeholder: a dry run checks it, as the run would.
+    assert main(preset) == 2
+    assert "data.root data/imagenet does not exist" in capsys.readouterr().err
+    for split in ("train", "val"):
+        (tmp_path / split / "n01440764").mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / split / "n01440764" / "a.JPEG")
+    assert main([*preset, f"data.root={tmp_path}"]) == 0
     cfg = yaml.safe_load(capsys.readouterr().out)
-    assert cfg["model"]["name"] == "deit_tiny_distilled_patch16_224"
+    assert cfg["model"]["name"] == "deit_tiny_distilled_patch16_224" and cfg["data"]["root"] == str(tmp_path)
     assert cfg["optim"]["lr"] == 1e-3 and cfg["data"]["batch_size"] == 256
     assert cfg["teacher"]["model"] == "regnety_160" and cfg["distillation"]["type"] == "hard"
 

@@ -18,8 +18,10 @@ def tiny_overrides(out: Path, *, distilled: bool = True, extra: tuple[str, ...] 
         f"output_dir={out}",
         "epochs=2",
         "seed=3",
-        # fp32 on every machine: amp=auto would pick bf16 on a CPU with AVX512_BF16 and fp32 on one without.
+        # fp32 on every machine: amp=auto and teacher.dtype=auto would pick bf16 on a CPU with AVX512_BF16 (or
+        # under DEIT_ASSUME_BF16=1) and fp32 on one without.
         "amp=none",
+        "teacher.dtype=float32",
         "progress=false",
         "log_every=1",
         "model.name=deit_tiny_distilled_patch16_224" if distilled else "model.name=deit_tiny_patch16_224",

@@ -40,7 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     a.add_argument("checkpoint", metavar="CK", help="a DeiT checkpoint (distilled: two rows, cls and dist)")
     a.add_argument("image", metavar="IMAGE", help="an image file")
-    _common_args(a, output=f"PNG to write (default {DEFAULT_OUTPUT}/attention_<image name>.png)")
+    _common_args(a, output=f"PNG to write (default {DEFAULT_OUTPUT}/attention_<image name>_<digest of the image's "
+                           "and the checkpoint's paths>.png: one file per image and checkpoint)")
     a.set_defaults(func=run_attention)
 
     g = kinds.add_parser(
@@ -114,7 +115,7 @@ def run_attention(args: argparse.Namespace) -> int:
     import torch
 
     from deit.checkpoints import load_model
-    from deit.inference.analysis import attention_maps, denormalize, plot_attention
+    from deit.inference.analysis import attention_file_name, attention_maps, denormalize, plot_attention
     from deit.inference.common import resolve_class_names
     from deit.inference.predictor import Predictor
 
@@ -127,7 +128,7 @@ def run_attention(args: argparse.Namespace) -> int:
         heads = model.forward_heads(x[None]) if "dist" in maps.tokens else (model(x[None]),)
     guesses = [f"{tok} head: {names[int(h.argmax())]} ({float(h.softmax(-1).max()):.0%})"
                for tok, h in zip(maps.tokens, heads, strict=True)]
-    output = Path(args.output) if args.output else Path(DEFAULT_OUTPUT) / f"attention_{Path(args.image).stem}.png"
+    output = Path(args.output or Path(DEFAULT_OUTPUT) / attention_file_name(args.image, args.checkpoint))
     pre = predictor.preprocessing
     title = f"{os.path.basename(args.image)}: " + "; ".join(guesses)
     plot_attention(maps, denormalize(x, pre.mean, pre.std), output, title=title)

@@ -46,7 +46,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         cfg = load_config(args.config, [*args.overrides, *(["resume=never"] if args.fresh else [])])
     if args.dry_run:
+        from deit.train.components import follow_data_root
+
+        cfg, data_line = follow_data_root(cfg)  # a data.root that is missing, unreadable or holds no data: exit 2
         print(dump_config(cfg), end="")
+        if data_line:
+            print(data_line, file=sys.stderr)
         return 0
     from deit.train.checkpointing import RunDir
     from deit.train.engine import NonFiniteLossError

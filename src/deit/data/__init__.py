@@ -19,7 +19,7 @@ from deit.data.benchmark import benchmark_augmentation
 from deit.data.config import DATASETS, DataConfig
 from deit.data.datasets import SPLITS, ImageDataset, build_dataset
 from deit.data.images import IMG_EXTENSIONS, BadImageError, DataError, decode_image, to_rgb
-from deit.data.loader import TransformedDataset, build_loader, build_sampler
+from deit.data.loader import Loader, TransformedDataset, build_loader, build_sampler
 from deit.data.mixup import Mixup, build_mixup, smooth_one_hot
 from deit.data.randaugment import RandAugment, parse_rand_augment
 from deit.data.samplers import EvalSampler, RepeatAugSampler, ShuffleSampler
@@ -34,6 +34,7 @@ __all__ = [
     "DataError",
     "EvalSampler",
     "ImageDataset",
+    "Loader",
     "Mixup",
     "RandAugment",
     "RandomErasing",

@@ -90,6 +90,10 @@ def imagefolder_layout(root: str | os.PathLike) -> FolderLayout:
     root = str(root)
     train = os.path.join(root, "train")
     if not os.path.isdir(train):
+        split = next((n for n in HELD_OUT_FOLDERS if os.path.isdir(os.path.join(root, n))), None)
+        if split is not None:  # not a class named "val": the training split is missing or misnamed
+            raise DataError(f"{root} has {split}/ but no train/ folder: put the training images in "
+                            f"{os.path.join(root, 'train', 'CLASS')}/")
         return FolderLayout(root, root, None, split_by_fraction=True)
     held_out = next((os.path.join(root, n) for n in HELD_OUT_FOLDERS if os.path.isdir(os.path.join(root, n))), None)
     return FolderLayout(root, train, held_out)

@@ -6,18 +6,25 @@ batches with 0 or N workers, and a run resumed with ``loader.sampler.set_epoch(e
 exactly the batches k, k+1, ... of the uninterrupted run. Mixup is separate: it is seeded by the trainer through
 the generator it passes to ``Mixup``. Workers' global RNGs (python, numpy, torch) are also seeded from ``seed``
 via the DataLoader's generator, for any user transform that uses them.
+
+A data error in a worker (``on_bad_image=fail``: the file that cannot be read) reaches the main process as itself,
+its type and its one-line message, not as torch's wrapper with the worker's traceback; and the workers end with
+every failure of a pass, with ``Loader.close()``, and at the latest when the process exits (they ignore SIGTERM,
+which would otherwise leave ``multiprocessing``'s exit handler waiting on them forever).
 """
 
 from __future__ import annotations
 
+import atexit
 import functools
 import hashlib
 import importlib
 import inspect
+import weakref
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset, default_collate, get_worker_info
 
 from deit.data.config import DataConfig
 from deit.data.datasets import ImageDataset, build_dataset
@@ -41,6 +48,10 @@ def stream_code_digest() -> str:
         digest.update(inspect.getsource(importlib.import_module(f"deit.data.{name}")).encode())
     return digest.hexdigest()[:16]
 
+# A sample or a batch, or the data error a worker met while loading it (raised again by the loader, as itself).
+Sample = tuple[torch.Tensor, int, tuple[str, ...]] | DataError
+Batch = tuple[torch.Tensor, torch.Tensor, list[str]] | DataError
+
 
 class TransformedDataset(Dataset):
     """``ds[(index, (seed, epoch, position))] -> (tensor, label)``; a plain int key seeds from (0, 0, index)."""
@@ -60,31 +71,76 @@ class TransformedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.base)
 
-    def __getitem__(self, key: int | tuple[int, tuple[int, int, int]]) -> tuple[torch.Tensor, int, tuple[str, ...]]:
-        """(image tensor, label, errors of the unreadable files replaced to get this sample)."""
+    def __getitem__(self, key: int | tuple[int, tuple[int, int, int]]) -> Sample:
+        """(image tensor, label, errors of the unreadable files replaced to get this sample); in a worker, a
+        ``DataError`` is returned rather than raised, so that the loader raises it in the main process as is."""
         index, seed = key if isinstance(key, tuple) else (key, (0, 0, key))
-        img, label, bad = self.base.fetch(index)
+        try:
+            img, label, bad = self.base.fetch(index)
+        except DataError as exc:
+            if get_worker_info() is None:
+                raise
+            return exc
         return self.transform(img, np.random.default_rng(seed)), label, tuple(bad)
 
 
-def collate(batch: list[tuple[torch.Tensor, int, tuple[str, ...]]]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+def collate(batch: list[Sample]) -> Batch:
+    """The batch, or the first data error a worker met while loading it."""
+    failed = next((s for s in batch if isinstance(s, DataError)), None)
+    if failed is not None:
+        return failed
     images, labels, bad = zip(*batch, strict=True)
     return default_collate(list(images)), default_collate(list(labels)), [e for errors in bad for e in errors]
 
 
 class Loader(DataLoader):
     """A DataLoader of ``(images, labels)`` batches that also collects, from every worker, the unreadable images
-    replaced during the current pass over it (``bad_images``, reset when a new pass starts)."""
+    replaced during the current pass over it (``bad_images``, reset when a new pass starts).
+
+    A data error met by a worker is raised here as itself; any failure of a pass ends its workers."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.bad_images: list[str] = []
+        self._pass = None  # the current pass's iterator: it owns the worker processes
+        if self.num_workers > 0:
+            _OPEN.add(self)
 
     def __iter__(self):
         self.bad_images = []
-        for images, labels, bad in super().__iter__():
-            self.bad_images.extend(bad)
-            yield images, labels
+        self._pass = super().__iter__()
+        try:
+            for batch in self._pass:
+                if isinstance(batch, DataError):
+                    raise batch
+                images, labels, bad = batch
+                self.bad_images.extend(bad)
+                yield images, labels
+        except (Exception, KeyboardInterrupt):
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """End the worker processes now (a later pass starts new ones)."""
+        current, self._pass = self._pass, None
+        self._iterator = None  # with persistent workers, DataLoader's own reference to ``current``
+        # torch's multi-process iterator (private, stable since torch 1.x); the in-process one has no workers
+        shutdown = getattr(current, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+        for worker in getattr(current, "_workers", ()):
+            if worker.is_alive():  # stuck past the shutdown's grace period, and deaf to SIGTERM
+                worker.kill()
+                worker.join()
+
+
+_OPEN: weakref.WeakSet[Loader] = weakref.WeakSet()
+
+
+@atexit.register  # before multiprocessing's own exit handler (registered earlier, run later), which would wait
+def _close_open_loaders() -> None:  # forever on a worker that ignores its SIGTERM
+    for loader in list(_OPEN):
+        loader.close()
 
 
 def resolve_distributed(distributed) -> tuple[int, int]:

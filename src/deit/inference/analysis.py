@@ -15,6 +15,7 @@ Plots go through matplotlib's Agg backend (files only, no display needed).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -203,6 +204,15 @@ def attention_maps(model: nn.Module, image: torch.Tensor) -> AttentionMaps:
         rollout=roll.reshape(prefix, *grid).cpu(),
         grid=grid,
     )
+
+
+def attention_file_name(image: str | os.PathLike, checkpoint: str | os.PathLike) -> str:
+    """The default name of an attention map's PNG: the image's name and a digest of where the image and the
+    checkpoint are, so that images of one name in different folders, or one image under two checkpoints, never
+    share a file, and the same command always writes the same one."""
+    where = "\0".join(os.path.realpath(os.fspath(p)) for p in (image, checkpoint))
+    stem = os.path.splitext(os.path.basename(image))[0]
+    return f"attention_{stem}_{hashlib.sha1(where.encode()).hexdigest()[:8]}.png"
 
 
 def denormalize(image: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:

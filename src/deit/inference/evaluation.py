@@ -16,10 +16,9 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
 
 from deit.checkpoints.factory import load_model
-from deit.data import ImageDataset, build_dataset, build_loader
+from deit.data import ImageDataset, Loader, build_dataset, build_loader
 from deit.data.formats import data_config_for
 from deit.inference.teacher import Teacher
 from deit.models.contract import SINGLE_HEAD, head_names, head_outputs, prediction_key
@@ -154,7 +153,7 @@ def evaluate(
 
 def eval_loader(data: str, model: nn.Module, *, split: str = "val", batch_size: int = 64, workers: int = 0,
                 overrides: Sequence[str] = (), dataset: ImageDataset | None = None,
-                distributed: tuple[int, int] | bool = False) -> tuple[DataLoader, ImageDataset]:
+                distributed: tuple[int, int] | bool = False) -> tuple[Loader, ImageDataset]:
     """The eval-transform loader of ``--data`` (a built-in name or a path) for ``model``'s own preprocessing, in
     data set order; ``dataset`` reuses an already built one (the same images for a second model)."""
     pre = getattr(model, "preprocessing", None) or Preprocessing()
@@ -178,6 +177,7 @@ def evaluate_checkpoint(checkpoint: str, data: str, *, architecture: str | None 
     "auto" resolves as training resolves it (so a run's checkpoint scores what the run measured); ``log`` is told
     the precision line on rank 0."""
     env = init_distributed(device)
+    loader = None
     try:
         amp, line = precision_line(amp, env.device)
         model = load_model(checkpoint, architecture).to(env.device)
@@ -188,6 +188,8 @@ def evaluate_checkpoint(checkpoint: str, data: str, *, architecture: str | None 
             log(line)
         return evaluate(model, loader, env, frozen, amp, tta)
     finally:
+        if loader is not None:
+            loader.close()
         cleanup(env)
 
 

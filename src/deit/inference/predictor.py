@@ -15,6 +15,7 @@ from PIL import Image, ImageOps
 from torch import nn
 
 from deit.inference.common import InferenceHead, as_model, resolve_class_names
+from deit.models.contract import has_two_heads, head_names, head_outputs
 from deit.models.preprocessing import Preprocessing
 from deit.runtime.device import resolve_device
 
@@ -33,11 +34,13 @@ class ClassScore:
 
 @dataclass(frozen=True)
 class Prediction:
-    """One input's result: its top-k classes, or the reason it could not be read (then ``top_k`` is empty)."""
+    """One input's result: its top-k classes, or the reason it could not be read (then ``top_k`` is empty).
+    ``heads``: every head's top-k (``cls``, ``dist``, ``avg`` of a two-head model), when asked for."""
 
     source: str
     top_k: list[ClassScore] = field(default_factory=list)
     error: str | None = None
+    heads: dict[str, list[ClassScore]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -111,6 +114,11 @@ class Predictor:
             raise FileNotFoundError(f"no such file: {path}")
         return decode_image(path)
 
+    @property
+    def head_names(self) -> tuple[str, ...]:
+        """The heads :meth:`predict` reports with ``every_head``: cls, dist, avg for a two-head model."""
+        return head_names(self.model) if has_two_heads(self.model) else ()
+
     def preprocess(self, item: ImageInput) -> torch.Tensor:
         """One image as the model's (3, S, S) normalised input tensor."""
         return self.transform(self.load_image(item))
@@ -120,8 +128,16 @@ class Predictor:
         """Logits of the chosen head for an already preprocessed (B, 3, S, S) batch."""
         return self.net(batch.to(self.device)).float().cpu()
 
-    def predict(self, inputs: ImageInput | Iterable[ImageInput], top_k: int = 5) -> list[Prediction]:
-        """One Prediction per input, in order. An unreadable input gets an error entry; the others still run."""
+    @torch.inference_mode()
+    def head_logits(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Logits of every head (:attr:`head_names`) for an already preprocessed batch, from one forward pass."""
+        outputs = head_outputs(self.model, batch.to(self.device))
+        return {name: outputs[name].cpu() for name in self.head_names}
+
+    def predict(self, inputs: ImageInput | Iterable[ImageInput], top_k: int = 5,
+                every_head: bool = False) -> list[Prediction]:
+        """One Prediction per input, in order. An unreadable input gets an error entry; the others still run.
+        ``every_head``: also each head's top-k (``Prediction.heads``) for a two-head model."""
         if isinstance(inputs, (str, os.PathLike, Image.Image)):
             inputs = [inputs]
         items = list(inputs)
@@ -129,10 +145,11 @@ class Predictor:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
         results: list[Prediction] = []
         for start in range(0, len(items), self.batch_size):
-            results.extend(self._predict_chunk(items[start : start + self.batch_size], top_k, start))
+            results.extend(self._predict_chunk(items[start : start + self.batch_size], top_k, start, every_head))
         return results
 
-    def _predict_chunk(self, items: Sequence[ImageInput], top_k: int, offset: int) -> list[Prediction]:
+    def _predict_chunk(self, items: Sequence[ImageInput], top_k: int, offset: int,
+                       every_head: bool) -> list[Prediction]:
         sources = [_source_name(item, offset + i) for i, item in enumerate(items)]
         errors: dict[int, str] = {}
         tensors: list[torch.Tensor] = []
@@ -142,22 +159,52 @@ class Predictor:
             except Exception as exc:  # a bad file must not stop the others: report it with its reason
                 errors[i] = _error_message(exc)
         scores: list[list[ClassScore]] = []
+        heads: dict[str, list[list[ClassScore]]] = {}
         if tensors:
-            probs = self.logits(torch.stack(tensors)).softmax(dim=-1)
-            k = min(top_k, probs.shape[-1])
-            names = self._names_for(probs.shape[-1])
-            values, indices = probs.topk(k, dim=-1)
-            for vals, idxs in zip(values.tolist(), indices.tolist(), strict=True):
-                scores.append([ClassScore(j, names[j], p) for j, p in zip(idxs, vals, strict=True)])
-        out, ok = [], iter(scores)
+            batch = torch.stack(tensors)
+            scores = self._top_k(self.logits(batch), top_k)
+            if every_head:
+                heads = {name: self._top_k(logits, top_k) for name, logits in self.head_logits(batch).items()}
+        out, ok = [], iter(range(len(scores)))
         for i, source in enumerate(sources):
-            out.append(Prediction(source, error=errors[i]) if i in errors else Prediction(source, next(ok)))
+            if i in errors:
+                out.append(Prediction(source, error=errors[i]))
+                continue
+            j = next(ok)
+            out.append(Prediction(source, scores[j], heads={name: top[j] for name, top in heads.items()}))
         return out
+
+    def _top_k(self, logits: torch.Tensor, top_k: int) -> list[list[ClassScore]]:
+        probs = logits.softmax(dim=-1)
+        names = self._names_for(probs.shape[-1])
+        values, indices = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
+        return [[ClassScore(j, names[j], p) for j, p in zip(idxs, vals, strict=True)]
+                for vals, idxs in zip(values.tolist(), indices.tolist(), strict=True)]
 
     def _names_for(self, n: int | None) -> list[str]:
         if self._class_names is None or len(self._class_names) != n:
             self._class_names = resolve_class_names(self.model, n)
         return self._class_names
+
+
+def collect_images(paths: Iterable[str | os.PathLike]) -> list[str]:
+    """The images to predict: each file as given (an unreadable one gets its error line), each folder's image
+    files (``IMG_EXTENSIONS``) found recursively, in sorted order; hidden folders are skipped."""
+    from deit.data.images import IMG_EXTENSIONS, is_image_file
+
+    found: list[str] = []
+    for path in map(os.fspath, paths):
+        if not os.path.isdir(path):
+            found.append(path)
+            continue
+        inside = []
+        for folder, subfolders, files in os.walk(path, followlinks=True):
+            subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+            inside += [os.path.join(folder, f) for f in sorted(files) if is_image_file(f)]
+        if not inside:
+            raise ValueError(f"{path} holds no image files ({', '.join(IMG_EXTENSIONS)}), in it or below")
+        found += inside
+    return found
 
 
 def _source_name(item: ImageInput, i: int) -> str:

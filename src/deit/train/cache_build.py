@@ -23,7 +23,7 @@ from torch import nn
 from deit.data import build_dataset, build_loader, build_mixup
 from deit.models import Preprocessing, get_entry
 from deit.runtime.distributed import DistEnv, barrier, cleanup, init_distributed, on_main
-from deit.train.components import resolve_precision
+from deit.train.components import follow_data_root, resolve_precision
 from deit.train.config import ConfigError, TrainConfig
 from deit.train.loss import DistillationObjective
 from deit.train.task import TrainTask
@@ -143,6 +143,7 @@ def _build(cfg: TrainConfig, root: Path, opts: BuildOptions, env: DistEnv, log: 
     started = time.perf_counter()
     cfg, precision = resolve_precision(cfg, env.device)
     check_teacher_checkpoint(cfg)
+    cfg, data_line = follow_data_root(cfg)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     say = log if env.is_main else (lambda message: None)
@@ -170,6 +171,8 @@ def _build(cfg: TrainConfig, root: Path, opts: BuildOptions, env: DistEnv, log: 
         f"{format_bytes(meta.bytes_per_epoch)} per epoch, {format_bytes(meta.bytes_per_epoch * cfg.epochs)} for "
         f"{cfg.epochs} epochs; {total} of {cfg.epochs * meta.ranks} parts to compute on {env.world_size} "
         f"builder(s); {precision}")
+    if data_line:
+        say(data_line)
     if teacher.adapter is not None:
         say(teacher.adapter.describe())
     bar = _progress_bar(env, opts, len(parts) * meta.batches)

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from deit.checkpoints import create_model
-from deit.data import ImageDataset, build_dataset, build_loader, build_mixup
+from deit.data import ImageDataset, Loader, build_dataset, build_loader, build_mixup
+from deit.data.formats import follow_root
 from deit.inference.teacher import Teacher
 from deit.models import Preprocessing, get_entry
 from deit.runtime.distributed import DistEnv
-from deit.runtime.precision import bf16_native, precision_line
+from deit.runtime.precision import decide_bf16, precision_line
 from deit.train.config import ConfigError, TrainConfig
 from deit.train.ema import ModelEma
 from deit.train.engine import Trainer
@@ -34,12 +34,17 @@ from deit.train.teacher_source import build_teacher_source
 class RunData:
     train_set: ImageDataset
     val_set: ImageDataset
-    train_loader: DataLoader
-    val_loader: DataLoader
+    train_loader: Loader
+    val_loader: Loader
 
     @property
     def classes(self) -> list[str]:
         return list(self.train_set.classes)
+
+    def close(self) -> None:
+        """End both loaders' worker processes."""
+        self.train_loader.close()
+        self.val_loader.close()
 
 
 @dataclass
@@ -133,15 +138,23 @@ def check_distillation(cfg: TrainConfig, teacher: nn.Module | None, num_classes:
 def resolve_precision(cfg: TrainConfig, device: torch.device) -> tuple[TrainConfig, str]:
     """``cfg`` with ``amp`` and ``teacher.dtype`` "auto" resolved for ``device``, and the line saying so."""
     amp, line = precision_line(cfg.amp, device)
-    teacher_dtype = cfg.teacher.dtype
+    teacher_dtype, teacher_why = cfg.teacher.dtype, ""
     if teacher_dtype == "auto":
-        teacher_dtype = "bfloat16" if bf16_native(device) else "float32"
+        native, reason = decide_bf16(device)
+        teacher_dtype = "bfloat16" if native else "float32"
+        teacher_why = f" (teacher.dtype=auto: {reason})" if cfg.amp != "auto" else ""
     resolved = replace(cfg, amp=amp, teacher=replace(cfg.teacher, dtype=teacher_dtype))
     if amp == "fp16":
         line = line.replace("fp16 autocast", "fp16 autocast with a grad scaler", 1)
     if cfg.distillation.type != "none":
-        line += f"; teacher in {teacher_dtype}"
+        line += f"; teacher in {teacher_dtype}{teacher_why}"
     return resolved, line
+
+
+def follow_data_root(cfg: TrainConfig) -> tuple[TrainConfig, str | None]:
+    """``cfg`` reading ``data.root`` in the format found there, and the line saying which (None without a root)."""
+    data, line = follow_root(cfg.data)
+    return replace(cfg, data=data), line
 
 
 def check_runtime(cfg: TrainConfig, device: torch.device) -> None:
@@ -228,6 +241,7 @@ __all__ = [
     "build_student",
     "check_distillation",
     "check_runtime",
+    "follow_data_root",
     "resolve_precision",
     "output_classes",
 ]

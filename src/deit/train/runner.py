@@ -28,7 +28,13 @@ from deit.runtime.files import atomic_write_text
 from deit.runtime.signals import StopFlag
 from deit.runtime.typedconfig import to_dict
 from deit.train.checkpointing import RunDir
-from deit.train.components import RunComponents, build_components, check_runtime, resolve_precision
+from deit.train.components import (
+    RunComponents,
+    build_components,
+    check_runtime,
+    follow_data_root,
+    resolve_precision,
+)
 from deit.train.config import TrainConfig, default_output_dir
 from deit.train.engine import Clock, NonFiniteLossError, Trainer
 from deit.train.hooks import Checkpointer, MetricsLog, ProgressBar
@@ -218,6 +224,7 @@ def _train(cfg: TrainConfig, env: DistEnv, model: nn.Module | None, teacher: nn.
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     cfg, precision = resolve_precision(cfg, env.device)
+    cfg, data_line = follow_data_root(cfg)
     check_runtime(cfg, env.device)
     if teacher is None:  # before the data: a missing teacher is said before any download
         check_teacher_checkpoint(cfg)
@@ -225,7 +232,7 @@ def _train(cfg: TrainConfig, env: DistEnv, model: nn.Module | None, teacher: nn.
     run, state = open_run(default_output_dir(cfg), cfg, env, mode)
     ok = False
     try:
-        result = _run(cfg, env, run, state, model, teacher, clock, precision)
+        result = _run(cfg, env, run, state, model, teacher, clock, (precision, *([data_line] if data_line else [])))
         ok = True
         return result
     finally:  # unlocked on every path; a start that saved nothing leaves no directory it made
@@ -234,7 +241,7 @@ def _train(cfg: TrainConfig, env: DistEnv, model: nn.Module | None, teacher: nn.
 
 
 def _run(cfg: TrainConfig, env: DistEnv, run: RunDir, state: dict | None, model: nn.Module | None,
-         teacher: nn.Module | None, clock: Clock, precision: str) -> TrainResult:
+         teacher: nn.Module | None, clock: Clock, start_lines: tuple[str, ...]) -> TrainResult:
     parts = build_components(cfg, env, model, teacher)
     done = _complete(run, env, cfg, state) if state is not None else None
     if done is not None:  # rerunning a finished run: say so, write nothing
@@ -245,16 +252,19 @@ def _run(cfg: TrainConfig, env: DistEnv, run: RunDir, state: dict | None, model:
     trainer: Trainer = parts.trainer
     clock.offset = trainer.progress.seconds
     _banner(cfg, env, run, parts, resumed=state is not None)
-    _say(env, precision)
+    _say(env, *start_lines)
     if env.is_main:
         if state is None:
             atomic_write_text(run.config, dump_config(cfg))
         run.log({"kind": "event", "event": "resume" if state else "start", "step": trainer.progress.step,
                  "world_size": env.world_size, "lr": parts.lr, "total_batch": parts.total_batch,
                  "time": round(time.time(), 1)})
-    final = _fit(cfg, env, run, parts, clock)
-    if not final and cfg.eval_every >= 0:  # resumed a run that stopped before its summary: evaluate it again
-        final = evaluate(parts.model, parts.data.val_loader, env, trainer.task.validation_teacher, cfg.amp)
+    try:
+        final = _fit(cfg, env, run, parts, clock)
+        if not final and cfg.eval_every >= 0:  # resumed a run that stopped before its summary: evaluate it again
+            final = evaluate(parts.model, parts.data.val_loader, env, trainer.task.validation_teacher, cfg.amp)
+    finally:
+        parts.data.close()  # however the loop ended, its data workers end with it
     summary = _summary(cfg, env, run, parts, final, clock)
     _finish(run, env, summary)
     barrier(env)
