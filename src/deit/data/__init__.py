@@ -23,13 +23,15 @@ from deit.data.loader import Loader, TransformedDataset, build_loader, build_sam
 from deit.data.mixup import Mixup, build_mixup, smooth_one_hot
 from deit.data.randaugment import RandAugment, parse_rand_augment
 from deit.data.samplers import EvalSampler, RepeatAugSampler, ShuffleSampler
-from deit.data.transforms import RandomErasing, RandomResizedCrop, build_transform
+from deit.data.three_augment import ColorJitter, ThreeAugment
+from deit.data.transforms import RandomErasing, RandomResizedCrop, SimpleRandomCrop, build_transform
 
 __all__ = [
     "DATASETS",
     "IMG_EXTENSIONS",
     "SPLITS",
     "BadImageError",
+    "ColorJitter",
     "DataConfig",
     "DataError",
     "EvalSampler",
@@ -41,6 +43,8 @@ __all__ = [
     "RandomResizedCrop",
     "RepeatAugSampler",
     "ShuffleSampler",
+    "SimpleRandomCrop",
+    "ThreeAugment",
     "TransformedDataset",
     "benchmark_augmentation",
     "build_dataset",

@@ -15,7 +15,7 @@ from deit.runtime.typedconfig import setting
 DATASETS: tuple[str, ...] = ("digits", "imagefolder", "cifar10", "cifar100", "csv", "synthetic")
 ERASE_MODES: tuple[str, ...] = ("pixel", "rand", "const")
 BAD_IMAGE_POLICIES: tuple[str, ...] = ("skip", "fail")
-TRAIN_CROPS: tuple[str, ...] = ("resized", "padded")
+TRAIN_CROPS: tuple[str, ...] = ("resized", "padded", "simple")
 # Datasets read from files under `root`; the others are built in.
 FILE_DATASETS: tuple[str, ...] = ("imagefolder", "csv", "cifar10", "cifar100")
 # Read from files, but fetched (once, checked) into a cache directory when root is not given: deit.data.download.
@@ -61,8 +61,10 @@ class DataConfig:
     persistent_workers: bool = setting(True, stream=False, resumable=True)  # only when num_workers > 0
 
     # -- per-image train augmentation
-    # "resized": RandomResizedCrop (area fraction in scale, aspect in ratio; the ImageNet recipe); "padded": pad
-    # crop_padding pixels by reflection and crop at a random offset (the small-image recipe, e.g. CIFAR)
+    # "resized": RandomResizedCrop (area fraction in scale, aspect in ratio; the ImageNet recipe); "padded": resize
+    # to the input size, pad crop_padding pixels by reflection and crop at a random offset (the small-image recipe,
+    # e.g. CIFAR); "simple": DeiT III's simple random crop (official --src): resize the shorter side to the input
+    # size keeping the aspect ratio, pad crop_padding pixels by reflection, crop at a random offset
     train_crop: str = "resized"
     crop_padding: int = 4
     scale: tuple[float, float] = (0.08, 1.0)
@@ -73,6 +75,13 @@ class DataConfig:
     reprob: float = 0.25
     remode: str = "pixel"
     recount: int = 1
+    # DeiT III's 3-Augment (official --ThreeAugment), which replaces the train transform: after the crop and flip,
+    # one of grayscale, solarization, Gaussian blur per image, then color_jitter. It has no RandAugment and no
+    # random erasing: auto_augment must be none and reprob 0.
+    three_augment: bool = False
+    # ColorJitter(j, j, j) (brightness, contrast, saturation; no hue), 0: off. Applied after 3-Augment's op, or,
+    # without three_augment, only when auto_augment is none (timm's rule, which the DeiT code follows).
+    color_jitter: float = 0.0
 
     # -- batch-level augmentation and targets
     mixup: float = 0.8
@@ -135,9 +144,25 @@ class DataConfig:
             from deit.data.randaugment import parse_rand_augment
 
             parse_rand_augment(self.auto_augment)  # raises ValueError naming the bad part
+        self._check_colour_augmentation()
         if self.mixup_active and self.batch_size % 2:
             raise ValueError(f"mixup/cutmix pair each image with the batch flipped: batch_size must be even, "
                              f"got {self.batch_size} (or set mixup=0 and cutmix=0)")
+
+    def _check_colour_augmentation(self) -> None:
+        if isinstance(self.color_jitter, bool) or not isinstance(self.color_jitter, (int, float)) or not (
+                0.0 <= self.color_jitter < float("inf")):
+            raise ValueError(f"color_jitter must be a number >= 0 (0: off), got {self.color_jitter!r}")
+        if self.three_augment and (self.auto_augment is not None or self.reprob > 0):
+            raise ValueError(
+                f"three_augment replaces RandAugment and random erasing (the official --ThreeAugment transform has "
+                f"neither), and auto_augment={self.auto_augment!r}, reprob={self.reprob} ask for them: set "
+                "data.auto_augment=none and data.reprob=0 (or data.three_augment=false)")
+        if self.color_jitter > 0 and self.auto_augment is not None and not self.three_augment:
+            raise ValueError(
+                f"color_jitter={self.color_jitter} applies after 3-Augment or, without it, only when RandAugment is "
+                f"off (timm's rule, which DeiT follows), and auto_augment={self.auto_augment!r}: set "
+                "data.three_augment=true, data.auto_augment=none or data.color_jitter=0")
 
     @property
     def mixup_active(self) -> bool:

@@ -35,7 +35,7 @@ from deit.models.preprocessing import Preprocessing
 from deit.runtime.signals import ignore_stop_signals
 
 # The modules whose code decides what a sample of the stream looks like (decoding, transforms, mixing, order).
-STREAM_MODULES = ("images", "transforms", "randaugment", "mixup", "samplers", "loader")
+STREAM_MODULES = ("images", "transforms", "randaugment", "three_augment", "mixup", "samplers", "loader")
 
 
 @functools.cache

@@ -23,7 +23,7 @@ from deit.train.objectives import check_objective
 DistillationType = Literal["none", "soft", "hard"]
 DistillationToken = Literal["dist", "cls"]
 KlNormalisation = Literal["batchmean", "batch_classes"]
-OptimizerName = Literal["adamw", "sgd"]
+OptimizerName = Literal["adamw", "lamb", "sgd"]
 ScheduleName = Literal["cosine", "constant"]
 TeacherDtype = Literal["auto", "float32", "bfloat16", "float16"]
 ResumeMode = Literal["auto", "never"]
@@ -81,12 +81,15 @@ class DistillationConfig:
 @dataclass
 class LossConfig:
     # The base objective, by name from deit.train.objectives' registry (cross_entropy: hard labels with
-    # data.smoothing, or mixup's soft targets); the distillation term composes on top of it.
+    # data.smoothing, or mixup's soft targets; bce: DeiT III's binary cross-entropy, mixup's targets binarised,
+    # data.smoothing 0); the distillation term composes on top of it.
     name: str = "cross_entropy"
 
 
 @dataclass
 class OptimConfig:
+    # adamw; lamb: DeiT III's (deit.train.optim.Lamb: apex FusedLAMB's rule, its global gradient clipping at norm
+    # 1.0 built in, no trust ratio where there is no weight decay); sgd.
     name: OptimizerName = "adamw"
     lr: float = 5e-4  # base lr, for a total batch of lr_base_batch when scale_lr is on
     # lr = lr * total_batch / lr_base_batch, total_batch = data.batch_size x world size x accum_steps
@@ -186,7 +189,7 @@ class TrainConfig:
         if not 0.0 <= self.ema.decay < 1.0:
             raise ConfigError(f"ema.decay must be in [0, 1), got {self.ema.decay}")
         try:
-            check_objective(self.loss.name)
+            check_objective(self.loss.name, self.data.smoothing)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         if len(self.optim.betas) != 2:
