@@ -89,6 +89,12 @@ def test_the_model_it_is_made_from_is_left_as_it_is(model):
     assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
     fused.double()  # casting or moving the copy leaves the model where it is
     assert all(p.dtype == torch.float32 for p in model.parameters())
+    model.class_names = [str(i) for i in range(10)]
+    fused = fuse_for_cpu_inference(model)
+    fused.class_names.append("extra")
+    fused.norm.register_forward_hook(lambda *args: None)
+    fused.set_head_mode("cls")
+    assert len(model.class_names) == 10 and not model.norm._forward_hooks and model.head_mode == "avg"
     with pytest.raises(ValueError, match="cannot train"):
         fuse_for_cpu_inference(model).train()
 
