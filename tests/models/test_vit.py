@@ -341,3 +341,19 @@ def test_convert_cli_reports_the_deit3_options_and_why_a_pos_embed_cannot_be_rea
                          capture_output=True, text=True, env=env, timeout=120)
     assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr
     assert "vit: pos_embed has 15 rows: neither 1 row(s) for the cls token plus a square patch grid" in run.stderr
+
+
+def test_train_config_sets_the_deit3_options_as_typed_on_the_command_line():
+    from deit.runtime.typedconfig import ConfigError
+    from deit.train.components import build_student
+    from deit.train.presets import load_config
+
+    # YAML 1.1 reads 1e-4 as a string: it reaches the model as the number it means.
+    cfg = load_config("digits-deit-distilled", ["model.args.init_values=1e-4", "model.args.prefix_pos_embed=false",
+                                                "model.args.drop_path_schedule=uniform", "model.drop_path=0.2"])
+    student = build_student(cfg, 10)
+    c = student.config
+    assert (c.init_values, c.prefix_pos_embed, c.drop_path_schedule) == (1e-4, False, "uniform")
+    assert {b.drop_path1.drop_prob for b in student.blocks} == {0.2}
+    with pytest.raises(ConfigError, match=r"model.args.drop_path_schedule='cosine' is not one of linear, uniform"):
+        load_config("digits-deit-distilled", ["model.args.drop_path_schedule=cosine"])
