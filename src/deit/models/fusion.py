@@ -21,10 +21,11 @@ evaluation, prediction and the benchmark call). Every option of a block is handl
 - parameters or buffers other than float32 on the CPU, or a torch build without a working oneDNN op: refused.
 
 The copy never changes the model: its modules are new, and its parameters are new tensors sharing the model's
-storage (no weight is copied, so the transformation costs milliseconds, and the copy computes with the model's
-current weights). Moving or casting the copy leaves the model where it is. Building it anew for each evaluation
-(what ``deit.inference.evaluation.evaluate`` does, so validation during training sees the current weights)
-costs less than one batch.
+storage. No weight is copied, so the transformation costs ~11 ms of CPU (DeiT-Ti to DeiT-B), and the copy
+computes with the model's weights as they are updated in place (an optimizer step, load_state_dict); a parameter
+the model replaces (reset_classifier, set_img_size, .to()) is not seen: fuse again. Moving or casting the copy
+leaves the model where it is. ``deit.inference.evaluation.evaluate`` fuses anew at each call, so validation
+during training always sees the current weights, at ~1% of the digits demo's smallest evaluation.
 """
 
 from __future__ import annotations
