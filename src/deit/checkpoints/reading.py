@@ -53,6 +53,8 @@ class CheckpointInfo:
                 f"{'distilled ' if cfg.distilled else ''}ViT embed_dim {cfg.embed_dim}, depth {cfg.depth}, "
                 f"heads {cfg.num_heads}, patch {cfg.patch_size}, img_size {cfg.img_size}, "
                 f"{cfg.num_classes} classes, LayerNorm eps {cfg.layer_norm_eps:g}"
+                f"{', LayerScale' if cfg.init_values is not None else ''}"
+                f"{'' if cfg.prefix_pos_embed else ', pos_embed on the patch tokens only'}"
             )
         else:
             arch = f"{self.family} {cfg}"

@@ -26,8 +26,10 @@ class Family:
     name: str
     config_cls: type
     build: Callable[[Any, Preprocessing], nn.Module]
-    # Given a canonical-layout state dict, return this family's config if the keys are this family's, else None.
-    # Lets checkpoint loading detect the architecture of a foreign file without being told.
+    # Given a canonical-layout state dict, return this family's config if the keys are this family's, else None;
+    # raise ValueError naming the reason when the keys are this family's but fit no config (checkpoints/infer.py
+    # puts it in its "matches no architecture family" message). Lets checkpoint loading detect the architecture
+    # of a foreign file without being told.
     infer_config: Callable[[dict], Any | None] | None = None
 
 
@@ -46,9 +48,12 @@ FAMILIES: dict[str, Family] = {}
 _MODELS: dict[str, ModelEntry] = {}
 _ALIASES: dict[str, str] = {}
 # Config fields that only regularise training: no checkpoint needs them to compute the same outputs.
-TRAINING_ONLY: frozenset[str] = frozenset({"drop_rate", "attn_drop_rate", "drop_path_rate"})
+TRAINING_ONLY: frozenset[str] = frozenset({"drop_rate", "attn_drop_rate", "drop_path_rate", "drop_path_schedule"})
 # Config fields that do not describe the architecture: ignored when matching a config to a named model.
 NON_STRUCTURAL: frozenset[str] = TRAINING_ONLY | {"num_classes", "head_mode", "dynamic_img_size"}
+# Config fields whose value is an initialisation setting but whose presence (not None) adds layers: only whether
+# they are set is structural (LayerScale's init_values: the weights record the gammas, not their initial value).
+PRESENCE_ONLY: frozenset[str] = frozenset({"init_values"})
 
 
 def register_family(family: Family) -> Family:
@@ -107,12 +112,11 @@ def find_entry(family: str, config: Any) -> ModelEntry | None:
     """The registered model with this architecture (ignoring class count, dropout and head mode), or None."""
     if not dataclasses.is_dataclass(config):
         return None
-    want = {k: v for k, v in dataclasses.asdict(config).items() if k not in NON_STRUCTURAL}
+    want = structure(config)
     for entry in _MODELS.values():
         if entry.family != family or type(entry.config) is not type(config):
             continue
-        have = {k: v for k, v in dataclasses.asdict(entry.config).items() if k not in NON_STRUCTURAL}
-        if have == want:
+        if structure(entry.config) == want:
             return entry
     return None
 
@@ -129,10 +133,16 @@ def describe_model(config: Any, made_from: str | None = None) -> str:
     if callable(describe):
         shape = describe()
     else:
-        fields_ = {k: v for k, v in dataclasses.asdict(config).items() if k not in NON_STRUCTURAL}
-        shape = f"{family} " + ", ".join(f"{k} {v}" for k, v in fields_.items())
+        shape = f"{family} " + ", ".join(f"{k} {v}" for k, v in structure(config).items())
     base = _MODELS.get(_ALIASES.get(made_from, made_from)) if made_from else None
     return f"{shape} ({base.name} with overrides)" if base is not None and base.family == family else shape
+
+
+def structure(config: Any) -> dict[str, Any]:
+    """The fields of a config dataclass that describe the architecture: two configs with the same structure
+    build models with the same state-dict keys and shapes (NON_STRUCTURAL left out, PRESENCE_ONLY as set/unset)."""
+    return {k: (v is not None if k in PRESENCE_ONLY else v)
+            for k, v in dataclasses.asdict(config).items() if k not in NON_STRUCTURAL}
 
 
 def default_preprocessing(family: str, config: Any) -> Preprocessing:
@@ -193,6 +203,7 @@ def create_model(
 __all__ = [
     "FAMILIES",
     "NON_STRUCTURAL",
+    "PRESENCE_ONLY",
     "TRAINING_ONLY",
     "Family",
     "ModelEntry",
@@ -209,4 +220,5 @@ __all__ = [
     "list_models",
     "register_family",
     "register_model",
+    "structure",
 ]
