@@ -181,6 +181,6 @@ def test_every_config_field_declares_what_it_is():
         skipped = fields_with_role(config, "training", "output")
         assert not skipped & set(structure(config)), name
     vit = get_entry("deit_tiny_patch16_224").config
-    assert structure(dataclasses.replace(vit, init_values=1e-4)) == structure(dataclasses.replace(vit, init_values=1e-6))
-    assert structure(dataclasses.replace(vit, init_values=1e-4)) != structure(vit)
+    layer_scale = structure(dataclasses.replace(vit, init_values=1e-4))
+    assert layer_scale == structure(dataclasses.replace(vit, init_values=1e-6)) and layer_scale != structure(vit)
     assert structure(dataclasses.replace(vit, drop_path_rate=0.3, num_classes=7)) == structure(vit)
