@@ -20,6 +20,7 @@ from deit.benchmark.gemm import default_size, gemm
 from deit.benchmark.peers import load_twins
 from deit.benchmark.report import Row
 from deit.benchmark.timing import race
+from deit.models.fusion import cpu_inference_model
 
 OURS, GEMM = "ours", "gemm"
 
@@ -33,11 +34,15 @@ def _call(fn: Callable[[torch.Tensor], object], x: torch.Tensor, dtype: str) -> 
 
 
 def bench_inference(name: str, batch: int, config: BenchmarkConfig, device: torch.device, peer: bool) -> Row:
-    """Ours, HF's eager and sdpa twins, and the reference GEMM, under ``torch.inference_mode``."""
+    """Ours, HF's eager and sdpa twins, and the reference GEMM, under ``torch.inference_mode``. Ours on the CPU in
+    fp32, uncompiled, is the model fused for CPU inference (``deit.models.fusion``), as evaluation and prediction
+    run it."""
     model = build(name, config, device).eval()
     size = input_size(model)
     x = torch.randn(batch, 3, size, size, device=device, generator=torch.Generator(device=device).manual_seed(0))
-    contenders = {OURS: _call(maybe_compile(model, config), x, config.dtype)}
+    fused = device.type == "cpu" and config.dtype == "fp32" and not config.compile
+    ours = cpu_inference_model(model) if fused else maybe_compile(model, config)
+    contenders = {OURS: _call(ours, x, config.dtype)}
     twins = load_twins(model, device, x[:2]) if peer else []
     for twin in twins:
         contenders[twin.label] = _call(maybe_compile(twin.logits, config), x, config.dtype)

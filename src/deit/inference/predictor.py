@@ -16,6 +16,7 @@ from torch import nn
 
 from deit.inference.common import InferenceHead, as_model, resolve_class_names
 from deit.models.contract import has_two_heads, head_names, head_outputs
+from deit.models.fusion import cpu_inference_model
 from deit.models.preprocessing import Preprocessing
 from deit.runtime.device import resolve_device
 
@@ -88,6 +89,8 @@ class Predictor:
         self.device = resolve_device(str(device))  # "auto": CUDA when available
         self.model = as_model(checkpoint_or_model)
         self.net = InferenceHead(self.model, head).to(self.device).eval()
+        if self.device.type == "cpu":  # the same logits, faster: oneDNN's fused linear in a ViT's blocks
+            self.net = InferenceHead(cpu_inference_model(self.model), head).eval()
         self.head = head
         self.batch_size = batch_size
         prep = getattr(self.model, "preprocessing", None)

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from deit.data.config import DataConfig
 from deit.runtime.precision import AmpMode
-from deit.runtime.typedconfig import ConfigError, setting, to_dict, unknown_key
+from deit.runtime.typedconfig import ConfigError, coerce, setting, to_dict, unknown_key
 from deit.train.objectives import check_objective
 
 DistillationType = Literal["none", "soft", "hard"]
@@ -207,9 +207,12 @@ class TrainConfig:
         except ValueError as exc:
             raise ConfigError(f"model.name: {exc}") from None
         valid = [f.name for f in dataclasses.fields(entry.config)]
-        for key in self.model.args:
+        hints = typing.get_type_hints(type(entry.config))
+        for key, value in self.model.args.items():
             if key not in valid:
                 raise unknown_key(key, "model.args.", valid)
+            if isinstance(value, str):  # YAML 1.1 reads 1e-4 as a string: read it as the field's type
+                self.model.args[key] = coerce(value, hints[key], f"model.args.{key}")
             dedicated = {"img_size": "model.img_size", "drop_path_rate": "model.drop_path",
                          "num_classes": "nothing (the class count comes from the data)"}
             if key in dedicated:
