@@ -7,6 +7,7 @@ import json
 import math
 import subprocess
 
+import pytest
 import yaml
 from train_support import DEIT, REPO, SUBPROCESS_ENV, tiny_overrides
 
@@ -56,3 +57,23 @@ def test_settings_that_do_not_go_together_are_one_line(capsys):
     overrides, words = BAD["bce with smoothing"]  # and once as typed
     result = _deit("train", "--config", "cifar10-deit", "--dry-run", *overrides)
     _one_line(result.returncode, result.stderr, words)
+
+
+def test_the_recipe_model_settings_flow_from_the_config(tmp_path):
+    """Evaluation at crop 1.0 and the uniform drop path are config values: a run's student and eval transform
+    get them (with LayerScale and the patch-only pos_embed of DeiT III)."""
+    from deit.data import build_transform
+    from deit.train import load_config
+    from deit.train.components import build_student
+
+    args = "model.args={patch_size: 4, embed_dim: 32, depth: 3, num_heads: 2, init_values: 1e-4, " \
+           "prefix_pos_embed: false, drop_path_schedule: uniform}"
+    cfg = load_config("digits-convnet-teacher", tiny_overrides(tmp_path, distilled=False, extra=(args, *RECIPE)))
+    model = build_student(cfg, 4)
+    assert [b.drop_path1.drop_prob for b in model.blocks] == [0.1] * 3  # model.drop_path in every block
+    assert [b.drop_path2.drop_prob for b in model.blocks] == [0.1] * 3
+    assert float(model.blocks[0].ls1.gamma.detach().mean()) == pytest.approx(1e-4)
+    assert model.pos_embed.shape[1] == (16 // 4) ** 2  # patches only
+    assert model.preprocessing.crop_pct == 1.0 and model.preprocessing.resize_size == 16
+    eval_first = build_transform(cfg.data, False, model.preprocessing).transforms[0]
+    assert eval_first.size == 16  # no resize beyond the crop: the whole image is seen
