@@ -202,6 +202,8 @@ def test_given_data_sets_are_checked_and_a_config_cannot_rebuild_them(tmp_path):
             load_config("digits-convnet-teacher", tiny_overrides(tmp_path)).data, "val")))
     with pytest.raises(TypeError, match="the val set is a list, not a deit.data.ImageDataset"):
         train(_stripes_config(tmp_path / "b"), datasets=(stripes("train"), [1, 2]))
+    with pytest.raises(TypeError, match=r"datasets must be a pair \(train_set, val_set\).*got tuple of 1"):
+        train(_stripes_config(tmp_path / "b"), datasets=(stripes("train"),))
     with pytest.raises(ValueError, match="a config cannot rebuild them: pass them again"):
         train(_stripes_config(tmp_path / "c", "data.dataset=given"))
     with pytest.raises(ValueError, match="dataset must be one of .*stripes.*got 'stripe'.*register_dataset"):

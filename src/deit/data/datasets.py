@@ -86,9 +86,14 @@ def build_dataset(cfg: DataConfig, split: str = "train") -> ImageDataset:
     return ds
 
 
-def given_data(cfg: DataConfig, train_set: ImageDataset, val_set: ImageDataset) -> DataConfig:
-    """``cfg`` describing data set objects given to a run: ``dataset: given``, no root, and the sets'
-    fingerprints (``train/val``), by which a continued run recognises its data."""
+def given_data(cfg: DataConfig, datasets: tuple[ImageDataset, ImageDataset]) -> DataConfig:
+    """``cfg`` describing the data set objects ``(train_set, val_set)`` given to a run: ``dataset: given``, no root,
+    and the sets' fingerprints (``train/val``), by which a continued run recognises its data."""
+    if not isinstance(datasets, (tuple, list)) or len(datasets) != 2:
+        size = f" of {len(datasets)}" if isinstance(datasets, (tuple, list)) else ""
+        raise TypeError(f"datasets must be a pair (train_set, val_set) of deit.data.ImageDataset, got "
+                        f"{type(datasets).__name__}{size}")
+    train_set, val_set = datasets
     for split, ds in (("train", train_set), ("val", val_set)):
         if not isinstance(ds, ImageDataset):
             raise TypeError(f"datasets=(train_set, val_set): the {split} set is a {type(ds).__name__}, not a "

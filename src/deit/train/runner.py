@@ -75,7 +75,7 @@ def train(
     one, whatever config made it (a caller that owns the run directory, like ``deit reproduce --resume``)."""
     cfg.validate()
     if datasets is not None:
-        cfg = replace(cfg, data=given_data(cfg.data, *datasets))
+        cfg = replace(cfg, data=given_data(cfg.data, datasets))
     env = init_distributed(cfg.device)
     try:
         return _train(cfg, env, model, teacher, resume, datasets)
