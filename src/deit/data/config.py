@@ -9,17 +9,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 
+from deit.data.registry import dataset_spec
 from deit.models.preprocessing import INTERPOLATIONS
 from deit.runtime.typedconfig import setting
 
-DATASETS: tuple[str, ...] = ("digits", "imagefolder", "cifar10", "cifar100", "csv", "synthetic")
 ERASE_MODES: tuple[str, ...] = ("pixel", "rand", "const")
 BAD_IMAGE_POLICIES: tuple[str, ...] = ("skip", "fail")
 TRAIN_CROPS: tuple[str, ...] = ("resized", "padded", "simple")
-# Datasets read from files under `root`; the others are built in.
-FILE_DATASETS: tuple[str, ...] = ("imagefolder", "csv", "cifar10", "cifar100")
-# Read from files, but fetched (once, checked) into a cache directory when root is not given: deit.data.download.
-DOWNLOADABLE: tuple[str, ...] = ("cifar10", "cifar100")
 
 
 def _pair(name: str, value: Sequence[float]) -> tuple[float, float]:
@@ -43,8 +39,13 @@ class DataConfig:
     """
 
     # -- which data
+    # A registered data set (deit.data.registry): a built-in one (DatasetName) or one of yours (register_dataset).
+    # A str, not the Literal: names registered at run time are valid too.
     dataset: str = "digits"
     root: str | None = setting(None, stream=False)  # where the data is, not what it is (the content is fingerprinted)
+    # dataset=given: the fingerprints (train/val) of the data set objects given to deit.train.train(cfg, datasets=...),
+    # recorded so that a run continues only on the same data; null for a named data set (its config says what it is).
+    fingerprint: str | None = setting(None, stream=False)
     img_size: int = 224
     val_fraction: float = 0.1  # one-folder imagefolder / one-file csv: fraction held out for val (stratified)
     split_seed: int = 0  # seeds the val_fraction split and the train_per_class subset
@@ -95,9 +96,7 @@ class DataConfig:
     num_repeats: int = 3
 
     def __post_init__(self) -> None:
-        if self.dataset not in DATASETS:
-            raise ValueError(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
-        if self.dataset in FILE_DATASETS and self.dataset not in DOWNLOADABLE and not self.root:
+        if dataset_spec(self.dataset).needs_root and not self.root:
             raise ValueError(f"dataset {self.dataset!r} reads files: give its root (a folder or archive path)")
         if self.root is not None:
             self.root = str(self.root)

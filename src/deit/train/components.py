@@ -200,13 +200,15 @@ def _student(cfg: TrainConfig, num_classes: int, classes: list[str], model: nn.M
 
 
 def build_components(cfg: TrainConfig, env: DistEnv, model: nn.Module | None = None,
-                     teacher: nn.Module | None = None) -> RunComponents:
-    """Data, student (``model`` replaces the configured one), teacher (``teacher`` likewise: any images -> logits
-    module), loss, optimizer, schedule, EMA and grad scaler of ``cfg``, on ``env``'s device."""
+                     teacher: nn.Module | None = None,
+                     datasets: tuple[ImageDataset, ImageDataset] | None = None) -> RunComponents:
+    """Data (``datasets``: the (train, val) sets, else those ``cfg.data`` names), student (``model`` replaces the
+    configured one), teacher (``teacher`` likewise: any images -> logits module), loss, optimizer, schedule, EMA and
+    grad scaler of ``cfg``, on ``env``'s device."""
     device = env.device
     # The data sets first (a bad split fails before any model is built): the class count sizes the student's head;
     # the loaders need the student's preprocessing.
-    train_set, val_set = build_dataset(cfg.data, "train"), build_dataset(cfg.data, "val")
+    train_set, val_set = datasets or (build_dataset(cfg.data, "train"), build_dataset(cfg.data, "val"))
     classes = list(train_set.classes)
     model, preprocessing = _student(cfg, len(classes), classes, model, device)
     mixup = build_mixup(cfg.data, len(classes))

@@ -6,6 +6,7 @@ Python API::
     cfg = load_config("digits-deit-distilled", ["epochs=5", "teacher.checkpoint=runs/teacher/best.safetensors"])
     result = train(cfg)                      # or train(cfg, teacher=any_module_mapping_images_to_logits)
     result.summary["final"]["top1"]
+    train(cfg, datasets=(train_set, val_set))  # data set objects of your own (deit.data.ImageDataset)
 
 Under ``torchrun --nproc_per_node N`` every process calls the same function; ranks come from the environment.
 """
@@ -15,12 +16,14 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from deit.data import ImageDataset
+from deit.data.datasets import given_data
 from deit.inference.evaluation import evaluate
 from deit.models import describe_model
 from deit.runtime.distributed import DistEnv, barrier, cleanup, init_distributed, on_main, ranks_identical
@@ -40,7 +43,7 @@ from deit.train.engine import Clock, NonFiniteLossError, Trainer
 from deit.train.hooks import Checkpointer, MetricsLog, ProgressBar
 from deit.train.preemption import Preempted, StopTraining
 from deit.train.presets import dump_config
-from deit.train.resume import open_run
+from deit.train.resume import check_same_data, open_run
 from deit.train.teacher_source import check_teacher_checkpoint
 from deit.train.tensorboard import TensorBoardSink, wants_tensorboard
 
@@ -57,17 +60,25 @@ def train(
     *,
     model: nn.Module | None = None,
     teacher: nn.Module | None = None,
+    datasets: tuple[ImageDataset, ImageDataset] | None = None,
     resume: bool | str = False,
 ) -> TrainResult:
     """Train as ``cfg`` says; ``model``/``teacher`` replace the configured ones (any image -> logits module).
+
+    ``datasets``: ``(train_set, val_set)`` objects of your own to train and validate on, instead of the data set
+    ``cfg.data`` names (its loader and augmentation settings still apply). The run records ``data.dataset: given``
+    and the sets' fingerprints (``ImageDataset.fingerprint()``); continuing it needs the same sets, others are
+    refused.
 
     ``resume``: False follows ``cfg.resume`` (auto: continue a run of the same config in the output dir); True
     requires a saved state to continue (``deit train --resume``); "continue" continues a saved state if there is
     one, whatever config made it (a caller that owns the run directory, like ``deit reproduce --resume``)."""
     cfg.validate()
+    if datasets is not None:
+        cfg = replace(cfg, data=given_data(cfg.data, datasets))
     env = init_distributed(cfg.device)
     try:
-        return _train(cfg, env, model, teacher, resume)
+        return _train(cfg, env, model, teacher, resume, datasets)
     finally:
         cleanup(env)
 
@@ -219,7 +230,7 @@ def complete_line(run: RunDir, summary: dict) -> str:
 
 
 def _train(cfg: TrainConfig, env: DistEnv, model: nn.Module | None, teacher: nn.Module | None,
-           resume: bool | str) -> TrainResult:
+           resume: bool | str, datasets: tuple[ImageDataset, ImageDataset] | None = None) -> TrainResult:
     clock = Clock()
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
@@ -232,7 +243,9 @@ def _train(cfg: TrainConfig, env: DistEnv, model: nn.Module | None, teacher: nn.
     run, state = open_run(default_output_dir(cfg), cfg, env, mode)
     ok = False
     try:
-        result = _run(cfg, env, run, state, model, teacher, clock, (precision, *([data_line] if data_line else [])))
+        check_same_data(run, state, cfg)
+        result = _run(cfg, env, run, state, model, teacher, clock, (precision, *([data_line] if data_line else [])),
+                      datasets)
         ok = True
         return result
     finally:  # unlocked on every path; a start that saved nothing leaves no directory it made
@@ -241,8 +254,9 @@ def _train(cfg: TrainConfig, env: DistEnv, model: nn.Module | None, teacher: nn.
 
 
 def _run(cfg: TrainConfig, env: DistEnv, run: RunDir, state: dict | None, model: nn.Module | None,
-         teacher: nn.Module | None, clock: Clock, start_lines: tuple[str, ...]) -> TrainResult:
-    parts = build_components(cfg, env, model, teacher)
+         teacher: nn.Module | None, clock: Clock, start_lines: tuple[str, ...],
+         datasets: tuple[ImageDataset, ImageDataset] | None = None) -> TrainResult:
+    parts = build_components(cfg, env, model, teacher, datasets)
     done = _complete(run, env, cfg, state) if state is not None else None
     if done is not None:  # rerunning a finished run: say so, write nothing
         parts.model.load_state_dict(state["model"])
