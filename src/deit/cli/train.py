@@ -26,6 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "its own config (the same --config command line does that too: resume=auto)")
     p.add_argument("--fresh", action="store_true", help="start over even if the output dir holds a run: the old "
                    "run is moved aside (to OUTPUT_DIR.prev-DATE-TIME), never deleted (= resume=never)")
+    p.add_argument("--budget-minutes", type=float, metavar="N", help="train within N minutes of wall time, "
+                   "everything included: a short calibration times the run's own steps, a validation and a save, "
+                   "and plans the most epochs (up to the config's epochs) that end in time (= budget_minutes=N)")
     p.add_argument("--list", action="store_true", help="list the built-in presets")
     p.set_defaults(func=run)
 
@@ -36,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
     if args.list:
         print("\n".join(list_presets()))
         return 0
+    if args.budget_minutes is not None:
+        args.overrides = [*args.overrides, f"budget_minutes={args.budget_minutes!r}"]
     if args.resume:
         if args.config or args.fresh:
             raise CLIError("--resume RUN_DIR continues that run with its own config.yaml: drop --config and --fresh "

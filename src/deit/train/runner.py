@@ -27,6 +27,8 @@ from deit.runtime.distributed import DistEnv, barrier, cleanup, init_distributed
 from deit.runtime.files import atomic_write_text
 from deit.runtime.signals import StopFlag
 from deit.runtime.typedconfig import to_dict
+from deit.train.budget import budget_line, keep_plan, outcome
+from deit.train.calibration import plan_budget, process_seconds
 from deit.train.checkpointing import RunDir
 from deit.train.components import RunComponents, build_components, check_runtime, resolve_precision
 from deit.train.config import TrainConfig, default_output_dir
@@ -183,16 +185,19 @@ def _summary(cfg: TrainConfig, env: DistEnv, run: RunDir, parts: RunComponents, 
     }
 
 
-def _finish(run: RunDir, env: DistEnv, summary: dict) -> None:
+def _finish(run: RunDir, env: DistEnv, summary: dict, cfg: TrainConfig, clock: Clock) -> None:
     if not env.is_main:
         return
-    run.write_summary(summary)
     try:
         from deit.train.plots import plot_run
 
         plot_run(run.root)
     except ImportError as exc:  # matplotlib missing: plots are optional
         print(f"plots skipped: {exc}", file=sys.stderr)
+    if cfg.budget_plan is not None:  # the run's end, its plots included, against its plan
+        summary["budget"] = outcome(cfg, clock.offset + process_seconds())
+        print(budget_line(summary["budget"]), flush=True)
+    run.write_summary(summary)
 
 
 def _complete(run: RunDir, env: DistEnv, cfg: TrainConfig, state: dict) -> dict | None:
@@ -235,6 +240,7 @@ def _train(cfg: TrainConfig, env: DistEnv, model: nn.Module | None, teacher: nn.
 
 def _run(cfg: TrainConfig, env: DistEnv, run: RunDir, state: dict | None, model: nn.Module | None,
          teacher: nn.Module | None, clock: Clock, precision: str) -> TrainResult:
+    cfg = keep_plan(cfg, state)  # a continued run trains to the plan it started with
     parts = build_components(cfg, env, model, teacher)
     done = _complete(run, env, cfg, state) if state is not None else None
     if done is not None:  # rerunning a finished run: say so, write nothing
@@ -242,6 +248,8 @@ def _run(cfg: TrainConfig, env: DistEnv, run: RunDir, state: dict | None, model:
         _say(env, complete_line(run, done))
         return TrainResult(run.root, parts.model, done)
     _restore(parts, state, run, env)
+    if state is None and cfg.budget_minutes is not None and cfg.budget_plan is None:
+        cfg = plan_budget(cfg, env, parts, run.root, lambda line: _say(env, line))
     trainer: Trainer = parts.trainer
     clock.offset = trainer.progress.seconds
     _banner(cfg, env, run, parts, resumed=state is not None)
@@ -256,7 +264,7 @@ def _run(cfg: TrainConfig, env: DistEnv, run: RunDir, state: dict | None, model:
     if not final and cfg.eval_every >= 0:  # resumed a run that stopped before its summary: evaluate it again
         final = evaluate(parts.model, parts.data.val_loader, env, trainer.task.validation_teacher, cfg.amp)
     summary = _summary(cfg, env, run, parts, final, clock)
-    _finish(run, env, summary)
+    _finish(run, env, summary, cfg, clock)
     barrier(env)
     return TrainResult(run.root, parts.model, summary)
 
