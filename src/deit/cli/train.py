@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from deit.cli.errors import CLIError
 
@@ -53,13 +54,15 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(dump_config(cfg), end="")
         return 0
+    from deit.train.calibration import process_seconds
     from deit.train.checkpointing import RunDir
     from deit.train.engine import NonFiniteLossError
     from deit.train.preemption import EXIT_PREEMPTED, Preempted
     from deit.train.runner import default_output_dir, train
 
     try:
-        train(cfg, resume=bool(args.resume))
+        # A budget counts from the command's start, imports included.
+        train(cfg, resume=bool(args.resume), started=time.perf_counter() - process_seconds())
     except NonFiniteLossError:
         return EXIT_NON_FINITE  # the runner has printed the step, lr, loss scale and the kept checkpoint
     except Preempted as exc:

@@ -125,7 +125,7 @@ def planned_warmup(warmup_epochs: float, epochs: int, requested_epochs: int, ste
     step when there was a warm-up."""
     if epochs >= requested_epochs or warmup_epochs <= 0:
         return warmup_epochs
-    return round(max(warmup_epochs * epochs / requested_epochs, 1 / steps_per_epoch), 6)
+    return max(warmup_epochs * epochs / requested_epochs, 1 / steps_per_epoch)
 
 
 def too_small(budget_minutes: float, one_epoch_seconds: float, steps_per_epoch: int) -> ConfigError:
@@ -213,7 +213,7 @@ def plan_line(cfg: TrainConfig) -> str:
                "use more of the budget)")
     else:
         fit = (f"{cfg.epochs} of the configured {p.requested_epochs} epochs x {p.steps_per_epoch} steps fit "
-               f"(warm-up {cfg.schedule.warmup_epochs:g} epochs)")
+               f"(warm-up {cfg.schedule.warmup_epochs:.3g} epochs)")
     return (f"budget {p.budget_minutes:g} min: {measured}; {fit}; predicted {_minutes(p.predicted_minutes)} min, "
             f"ending ~{p.expected_end[-5:]}")
 

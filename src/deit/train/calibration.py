@@ -115,7 +115,7 @@ def _time_validation(trainer: Trainer, loader, env: DistEnv, clock: Callable[[],
 
 def process_seconds() -> float:
     """Wall seconds since this process started (its imports included), where the OS says; else since this module
-    was imported."""
+    was imported. ``deit train`` counts its budget from there."""
     try:
         stat = Path("/proc/self/stat").read_text()
         started = int(stat.rpartition(")")[2].split()[19]) / os.sysconf("SC_CLK_TCK")  # field 22: ticks since boot
@@ -184,15 +184,14 @@ def measure(cfg: TrainConfig, env: DistEnv, parts: RunComponents, root: Path,
     return Measurement(steps, step, first, parts.total_batch, validation, save, finish, clock() - start)
 
 
-def plan_budget(cfg: TrainConfig, env: DistEnv, parts: RunComponents, root: Path, say: Callable[[str], None]
-                ) -> TrainConfig:
+def plan_budget(cfg: TrainConfig, env: DistEnv, parts: RunComponents, root: Path, clock: Clock,
+                say: Callable[[str], None]) -> TrainConfig:
     """``cfg`` planned to its ``budget_minutes`` from a calibration of ``parts`` (rank 0's, on every rank), the
     trainer's schedule rebuilt for it; the plan printed."""
     say(f"budget {cfg.budget_minutes:g} min: timing up to {MAX_STEPS} steps, a validation and a save to plan the "
         f"epochs (up to {cfg.epochs})")
     m = measure(cfg, env, parts, root)
-    # A fresh run: everything since the process started (its imports too) counts against the budget.
-    cfg = on_main(env, lambda: plan_run(cfg, m, parts.steps_per_epoch, process_seconds()))
+    cfg = on_main(env, lambda: plan_run(cfg, m, parts.steps_per_epoch, clock.budget_elapsed()))
     parts.trainer.schedule = build_schedule(cfg.schedule, parts.lr, parts.steps_per_epoch, cfg.epochs)
     say(plan_line(cfg))
     return cfg

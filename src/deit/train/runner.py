@@ -28,7 +28,7 @@ from deit.runtime.files import atomic_write_text
 from deit.runtime.signals import StopFlag
 from deit.runtime.typedconfig import to_dict
 from deit.train.budget import budget_line, keep_plan, outcome
-from deit.train.calibration import plan_budget, process_seconds
+from deit.train.calibration import plan_budget
 from deit.train.checkpointing import RunDir
 from deit.train.components import RunComponents, build_components, check_runtime, resolve_precision
 from deit.train.config import TrainConfig, default_output_dir
@@ -54,16 +54,21 @@ def train(
     model: nn.Module | None = None,
     teacher: nn.Module | None = None,
     resume: bool | str = False,
+    started: float | None = None,
 ) -> TrainResult:
     """Train as ``cfg`` says; ``model``/``teacher`` replace the configured ones (any image -> logits module).
 
     ``resume``: False follows ``cfg.resume`` (auto: continue a run of the same config in the output dir); True
     requires a saved state to continue (``deit train --resume``); "continue" continues a saved state if there is
-    one, whatever config made it (a caller that owns the run directory, like ``deit reproduce --resume``)."""
+    one, whatever config made it (a caller that owns the run directory, like ``deit reproduce --resume``).
+
+    ``started``: when the run began, a ``time.perf_counter()`` reading, from which ``budget_minutes`` counts
+    (``deit train``: its process's start, imports included); default: this call."""
     cfg.validate()
+    started = time.perf_counter() if started is None else started
     env = init_distributed(cfg.device)
     try:
-        return _train(cfg, env, model, teacher, resume)
+        return _train(cfg, env, model, teacher, resume, started)
     finally:
         cleanup(env)
 
@@ -195,7 +200,7 @@ def _finish(run: RunDir, env: DistEnv, summary: dict, cfg: TrainConfig, clock: C
     except ImportError as exc:  # matplotlib missing: plots are optional
         print(f"plots skipped: {exc}", file=sys.stderr)
     if cfg.budget_plan is not None:  # the run's end, its plots included, against its plan
-        summary["budget"] = outcome(cfg, clock.offset + process_seconds())
+        summary["budget"] = outcome(cfg, clock.budget_elapsed())
         print(budget_line(summary["budget"]), flush=True)
     run.write_summary(summary)
 
@@ -218,8 +223,8 @@ def complete_line(run: RunDir, summary: dict) -> str:
 
 
 def _train(cfg: TrainConfig, env: DistEnv, model: nn.Module | None, teacher: nn.Module | None,
-           resume: bool | str) -> TrainResult:
-    clock = Clock()
+           resume: bool | str, started: float) -> TrainResult:
+    clock = Clock(lead=max(0.0, time.perf_counter() - started))
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     cfg, precision = resolve_precision(cfg, env.device)
@@ -249,7 +254,7 @@ def _run(cfg: TrainConfig, env: DistEnv, run: RunDir, state: dict | None, model:
         return TrainResult(run.root, parts.model, done)
     _restore(parts, state, run, env)
     if state is None and cfg.budget_minutes is not None and cfg.budget_plan is None:
-        cfg = plan_budget(cfg, env, parts, run.root, lambda line: _say(env, line))
+        cfg = plan_budget(cfg, env, parts, run.root, clock, lambda line: _say(env, line))
     trainer: Trainer = parts.trainer
     clock.offset = trainer.progress.seconds
     _banner(cfg, env, run, parts, resumed=state is not None)
