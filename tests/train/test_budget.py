@@ -205,8 +205,9 @@ def _same_run(a: Path, b: Path) -> None:
 
 def test_the_calibration_is_undone_and_the_plan_recorded(tmp_path, teacher, reference, monkeypatch, capsys):
     calls = _slow(monkeypatch)
+    # A loader worker kept between passes: the calibration's unfinished pass must not leak into the first epoch.
     result = train(load_config("digits-convnet-teacher", _overrides(
-        tmp_path / "run", teacher, tmp_path / "cache", "budget_minutes=55")))
+        tmp_path / "run", teacher, tmp_path / "cache", "budget_minutes=55", "data.num_workers=1")))
     out = capsys.readouterr().out
     assert calls == [1]
     assert "budget 55 min: calibration" in out and "2 of the configured 4 epochs x 12 steps fit" in out
