@@ -108,6 +108,25 @@ def test_a_run_keeps_its_plan_and_a_budget_does_not_replan_a_run_started_without
         replace(planned, budget_minutes=30.0).validate()
 
 
+def test_a_run_that_falls_behind_its_plan_says_when_it_will_end(capsys):
+    planned = plan_run(_cfg(), MEASURED, 50, STARTUP)  # 7 epochs of 70.5 s after 30 s: 525.5 s of 600
+
+    class At:  # the run's clock, at a given number of seconds
+        def __init__(self, seconds: float) -> None:
+            self.seconds = seconds
+
+        def budget_elapsed(self) -> float:
+            return self.seconds
+
+    calibration.BudgetWatch(planned, DistEnv(), At(110.0)).on_epoch_end(None, 1, {})  # 10 s late: still fits
+    assert capsys.readouterr().err == ""
+    # Three times slower since the start: 30 + 3 x 70.5 s after epoch 1; what is left (6 epochs and the plots,
+    # 425 s as planned) takes 3 x 425 s more: 1516.5 s in all.
+    calibration.BudgetWatch(planned, DistEnv(), At(241.5)).on_epoch_end(None, 1, {})
+    err = capsys.readouterr().err
+    assert "budget 10 min: epoch 1 ended at 4.0 min, planned 1.7; at this pace the run ends at about 25.3 min" in err
+
+
 def test_deit_reproduce_plans_with_the_same_planner():
     from deit.reproduce import plan
 

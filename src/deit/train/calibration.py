@@ -4,12 +4,14 @@ validation over a slice of its val loader scaled to the whole set, one save — 
 trains exactly as an unbudgeted run of the planned epochs would (weights, optimizer, EMA, grad scaler, RNGs, the
 loaders' generators, the teacher cache's position). ``plan_budget`` measures, plans (``deit.train.budget``) and
 prints the plan; under torchrun every rank calibrates (the steps are collective) and rank 0's plan is everyone's.
+While the run trains, ``BudgetWatch`` says when it falls far enough behind its plan to end past the budget.
 """
 
 from __future__ import annotations
 
 import copy
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -23,7 +25,7 @@ from deit.train.budget import Measurement, plan_line, plan_run
 from deit.train.checkpointing import RunDir
 from deit.train.components import RunComponents
 from deit.train.config import TrainConfig
-from deit.train.engine import Clock, Trainer
+from deit.train.engine import Clock, Trainer, validates
 from deit.train.hooks import Checkpointer, Hook
 from deit.train.optim import build_schedule
 from deit.train.preemption import StopTraining
@@ -197,4 +199,32 @@ def plan_budget(cfg: TrainConfig, env: DistEnv, parts: RunComponents, root: Path
     return cfg
 
 
-__all__ = ["MAX_SECONDS", "MAX_STEPS", "measure", "plan_budget", "process_seconds"]
+class BudgetWatch(Hook):
+    """At an epoch's end, a warning when the run has fallen so far behind its plan that at its present pace it ends
+    past its budget (the machine got slower than when it was calibrated). The schedule stays as planned: a cosine
+    cut short would not be the run that was planned either."""
+
+    def __init__(self, cfg: TrainConfig, env: DistEnv, clock: Clock) -> None:
+        assert cfg.budget_plan is not None
+        self.cfg, self.plan, self.env, self.clock = cfg, cfg.budget_plan, env, clock
+
+    def planned(self, epoch: int) -> float:
+        """The seconds the plan expects the run to have taken at the end of (1-based) ``epoch``."""
+        p, cfg = self.plan, self.cfg
+        validations = sum(validates(e, cfg.epochs, cfg.eval_every) for e in range(1, epoch + 1))
+        return (p.startup_seconds + epoch * (p.steps_per_epoch * p.step_seconds + p.save_seconds)
+                + validations * p.validation_seconds)
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict) -> None:
+        if not self.env.is_main or epoch >= self.cfg.epochs:  # the last epoch: the run's end line says it
+            return
+        p, actual, planned = self.plan, self.clock.budget_elapsed(), self.planned(epoch)
+        pace = max(1.0, (actual - p.startup_seconds) / max(planned - p.startup_seconds, 1e-9))
+        end = actual + (60 * p.predicted_minutes - planned) * pace
+        if end > 60 * p.budget_minutes:
+            print(f"warning: budget {p.budget_minutes:g} min: epoch {epoch} ended at {actual / 60:.1f} min, planned "
+                  f"{planned / 60:.1f}; at this pace the run ends at about {end / 60:.1f} min (the machine is slower "
+                  "than when the run was calibrated; the schedule stays as planned)", file=sys.stderr, flush=True)
+
+
+__all__ = ["MAX_SECONDS", "MAX_STEPS", "BudgetWatch", "measure", "plan_budget", "process_seconds"]

@@ -28,7 +28,7 @@ from deit.runtime.files import atomic_write_text
 from deit.runtime.signals import StopFlag
 from deit.runtime.typedconfig import to_dict
 from deit.train.budget import budget_line, keep_plan, outcome
-from deit.train.calibration import plan_budget
+from deit.train.calibration import BudgetWatch, plan_budget
 from deit.train.checkpointing import RunDir
 from deit.train.components import RunComponents, build_components, check_runtime, resolve_precision
 from deit.train.config import TrainConfig, default_output_dir
@@ -148,6 +148,8 @@ def _fit(cfg: TrainConfig, env: DistEnv, run: RunDir, parts: RunComponents, cloc
                         (data.train_loader, data.val_loader), cfg.data.root, tensorboard), checkpointer]
     if cfg.progress:
         hooks.insert(0, ProgressBar(env, cfg.epochs))
+    if cfg.budget_plan is not None:
+        hooks.append(BudgetWatch(cfg, env, clock))
     try:
         with StopFlag() as stop:
             trainer.stop = stop
