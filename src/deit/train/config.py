@@ -126,11 +126,41 @@ class LoggingConfig:
 
 
 @dataclass
+class BudgetPlan:
+    """What ``budget_minutes`` planned for a run, measured on its own steps before it trained (deit.train.budget).
+    Written by the run into its config.yaml; its continuation keeps it instead of planning again. The run's
+    ``epochs`` and ``schedule.warmup_epochs`` are the planned values; the requested ones are kept here."""
+
+    budget_minutes: float = 0.0  # the budget this plan was made for
+    requested_epochs: int = 1  # the config's epochs: the cap of the plan
+    requested_warmup_epochs: float = 0.0  # the config's schedule.warmup_epochs
+    steps_per_epoch: int = 1
+    step_seconds: float = 0.0  # one optimizer step: data loading, the teacher or its cache, the optimizer
+    images_per_s: float = 0.0
+    calibration_steps: int = 0  # optimizer steps timed (then undone: the run starts from the same state)
+    calibration_seconds: float = 0.0  # the steps, one (partial) validation and one save
+    validation_seconds: float = 0.0  # one validation of the whole val set (0: the run never validates)
+    validations: int = 0
+    save_seconds: float = 0.0  # one save of the weights and the training state
+    saves: int = 0
+    finish_seconds: float = 0.0  # after the last epoch: the plots
+    startup_seconds: float = 0.0  # the process before the first epoch: imports, start-up, calibration
+    predicted_minutes: float = 0.0  # the whole run
+    expected_end: str = ""  # local time, as planned
+    note: str = ""
+
+
+@dataclass
 class TrainConfig:
     # Fields marked resumable=True may change between a run and its continuation (they change nothing computed);
     # every other difference makes `resume: auto` refuse the run dir (deit.train.resume).
     name: str = "custom"
     epochs: int = 300
+    # Train within this many minutes of wall time (deit train --budget-minutes N), everything included: before it
+    # trains, the run times a few of its own steps, a validation and a save, and plans the largest number of epochs
+    # up to ``epochs`` (the cap) that ends within the budget; warm-up shrinks with the schedule. The plan is
+    # written to the run's config.yaml (``budget_plan``, with the planned epochs), and a resumed run keeps it.
+    budget_minutes: float | None = None
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     # auto: bf16 autocast where the hardware computes bf16 natively (CUDA GPUs that support it, CPUs with
@@ -165,6 +195,8 @@ class TrainConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     ema: EmaConfig = field(default_factory=EmaConfig)
     logging: LoggingConfig = setting(default_factory=LoggingConfig, resumable=True)
+    # Written by the run when budget_minutes planned it (see BudgetPlan); null until then.
+    budget_plan: BudgetPlan | None = None
 
     def validate(self) -> TrainConfig:
         """Value checks that need no model or data (those come at the start of training)."""
@@ -180,6 +212,7 @@ class TrainConfig:
         ]:
             if value < low:
                 raise ConfigError(f"{key} must be >= {low}, got {value}")
+        self._validate_budget()
         if self.save_every_minutes < 0:
             raise ConfigError(f"save_every_minutes must be >= 0 (0: off), got {self.save_every_minutes}")
         if not 0.0 <= self.distillation.alpha <= 1.0:
@@ -198,6 +231,16 @@ class TrainConfig:
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ConfigError(f"device={self.device!r} is not one of auto, cpu, cuda, cuda:N")
         return self
+
+    def _validate_budget(self) -> None:
+        if self.budget_minutes is not None and self.budget_minutes <= 0:
+            raise ConfigError(f"budget_minutes must be > 0 (or null: train for `epochs`), got {self.budget_minutes}")
+        plan = self.budget_plan
+        if plan is not None and plan.budget_minutes != self.budget_minutes:
+            raise ConfigError(
+                f"this run was planned for budget_minutes={plan.budget_minutes:g} (its budget_plan) and keeps that "
+                f"plan: leave budget_minutes at {plan.budget_minutes:g}; to train longer give epochs=N, or start "
+                "over with --fresh")
 
     def _validate_model(self) -> None:
         from deit.models import Preprocessing, get_entry
@@ -260,6 +303,7 @@ __all__ = [
     "DISTILLATION_TOKENS",
     "DISTILLATION_TYPES",
     "KL_NORMALISATIONS",
+    "BudgetPlan",
     "ConfigError",
     "DistillationConfig",
     "EmaConfig",

@@ -133,13 +133,17 @@ class Progress:
 
 
 class Clock:
-    """Wall seconds of a run: those of earlier processes (``offset``, from the saved state) plus this one's."""
+    """Wall seconds of a run: those of earlier processes (``offset``, from the saved state) plus this one's.
+    ``lead``: what this process spent before the clock started (its imports), which a time budget counts too."""
 
-    def __init__(self, offset: float = 0.0) -> None:
-        self.offset, self.started = offset, time.perf_counter()
+    def __init__(self, offset: float = 0.0, lead: float = 0.0) -> None:
+        self.offset, self.lead, self.started = offset, lead, time.perf_counter()
 
     def elapsed(self) -> float:
         return self.offset + time.perf_counter() - self.started
+
+    def budget_elapsed(self) -> float:
+        return self.elapsed() + self.lead
 
 
 def validates(epoch: int, epochs: int, eval_every: int) -> bool:

@@ -20,6 +20,7 @@ from pathlib import Path
 from deit.runtime.distributed import DistEnv, barrier, on_main
 from deit.runtime.locks import LockHeld
 from deit.runtime.typedconfig import deep_merge, dict_differences, keys_where, read_yaml_file, to_dict
+from deit.train.budget import requested
 from deit.train.checkpointing import LOCK_FILE, RunDir
 from deit.train.config import ConfigError, TrainConfig
 
@@ -98,8 +99,9 @@ def _decide(run: RunDir, cfg: TrainConfig, mode: str) -> RunDecision:
         saved = run.load_state().get("config", {})
     if other_data(run.root, saved, cfg):
         return RunDecision(False, error=other_data(run.root, saved, cfg))
-    # A setting the saved config lacks (written before the setting existed) counts as its default.
-    diffs = config_differences(deep_merge(to_dict(TrainConfig()), saved), to_dict(cfg))
+    # A setting the saved config lacks (written before the setting existed) counts as its default. A run planned by
+    # budget_minutes is compared as it was asked for (its requested epochs), so its unchanged command line goes on.
+    diffs = config_differences(requested(deep_merge(to_dict(TrainConfig()), saved)), requested(to_dict(cfg)))
     if diffs:
         shown = "; ".join(diffs[:8]) + (f"; and {len(diffs) - 8} more" if len(diffs) > 8 else "")
         return RunDecision(False, error=(
