@@ -31,6 +31,8 @@ import torch.nn.functional as F
 
 AttnImpl = Literal["auto", "sdpa", "math"]
 ATTN_IMPLS: tuple[str, ...] = typing.get_args(AttnImpl)
+ATTN_IMPL_HELP = ("attention kernel: auto (default: the faster of sdpa and matmul + softmax, measured once per process "
+                  "for this device, dtype and shape), sdpa or math; the same results to rounding")
 MARGIN = 0.10  # math must be this much faster than sdpa in every timed call to be chosen
 REPEATS = 3  # timed calls per path, after one untimed call each
 PROBE_ROWS = 32  # batch x head slices the CPU probe times (the real batch on accelerators)
@@ -151,12 +153,25 @@ def probe_results() -> dict[ProbeKey, tuple[str, dict[str, tuple[float, ...]]]]:
     return {key: (choice, _TIMINGS.get(key, {})) for key, choice in _CHOICES.items()}
 
 
+def describe_choices() -> str:
+    """One line of every choice made in this process: key, path, and the median ms of each path's calls."""
+    def one(key: ProbeKey, choice: str, seconds: dict[str, tuple[float, ...]]) -> str:
+        timed = ", ".join(f"{name} {1000 * sorted(s)[len(s) // 2]:.1f} ms" for name, s in seconds.items())
+        kind = "train" if key.grad else "inference"
+        return f"{key.device} {key.dtype} {key.seq_len}x{key.head_dim} {kind}: {choice}" + (f" ({timed})" if timed
+                                                                                            else " (not timed)")
+
+    return "; ".join(one(key, choice, seconds) for key, (choice, seconds) in probe_results().items()) or "none"
+
+
 def clear_choices() -> None:
     """Forget every choice (tests; or after the machine's load changed for good)."""
     _CHOICES.clear()
     _TIMINGS.clear()
 
 
-__all__ = ["ATTN_IMPLS", "MARGIN", "PATHS", "AttnImpl", "ProbeKey", "attention", "check_attn_impl", "choose",
-           "clear_choices", "math_attention", "probe_measure", "probe_results", "resolve", "sdpa_attention",
-           "time_call"]
+__all__ = [
+    "ATTN_IMPLS", "ATTN_IMPL_HELP", "MARGIN", "PATHS", "AttnImpl", "ProbeKey", "attention", "check_attn_impl", "choose",
+    "clear_choices", "describe_choices", "math_attention", "probe_measure", "probe_results", "resolve",
+    "sdpa_attention", "time_call",
+]

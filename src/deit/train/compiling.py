@@ -49,13 +49,19 @@ def compile_problem(device: torch.device) -> str | None:
     return None
 
 
+def compile_step(fn: Callable) -> Callable:
+    """``fn`` (a forward + objective) through torch.compile as training compiles it: static shapes, inductor's random
+    numbers from eager's generator. ``deit benchmark --compile`` compiles every contender's step with this too."""
+    return torch.compile(fn, dynamic=False, options={"fallback_random": True})
+
+
 class CompiledStep:
     """``fn`` eager for the first ``EAGER_STEPS`` calls, compiled after; :meth:`timing` wraps each micro-batch's
     forward + backward so that the first steps are timed, and ``report`` is told the two lines."""
 
     def __init__(self, fn: Callable, device: torch.device, report: Callable[[str], None] | None = None) -> None:
         self.eager, self.device, self.report = fn, device, report
-        self.compiled = torch.compile(fn, dynamic=False, options={"fallback_random": True})
+        self.compiled = compile_step(fn)
         self.calls = 0
         self.seconds: list[float] = []  # forward + backward of each micro-batch, for the measured ones
 
@@ -110,4 +116,4 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-__all__ = ["EAGER_STEPS", "TIMED_STEPS", "CompiledStep", "compile_problem"]
+__all__ = ["EAGER_STEPS", "TIMED_STEPS", "CompiledStep", "compile_problem", "compile_step"]
