@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from deit.data.config import DataConfig
+from deit.models.attention import AttnImpl
 from deit.runtime.precision import AmpMode
 from deit.runtime.typedconfig import ConfigError, coerce, setting, to_dict, unknown_key
 from deit.train.objectives import check_objective
@@ -46,6 +47,10 @@ class ModelConfig:
     args: dict[str, Any] = field(default_factory=dict)
     # Overrides of the model's preprocessing, stored in its checkpoints (crop_pct, mean, std, interpolation).
     preprocessing: dict[str, Any] = field(default_factory=dict)
+    # Which kernel computes attention (a runtime setting: weights and checkpoints are the same): auto (the faster of
+    # sdpa and matmul + softmax, measured once per process for each shape, dtype and device: deit.models.attention),
+    # sdpa or math. A continuation may change it: the two agree to rounding.
+    attn_impl: AttnImpl = setting("auto", resumable=True)
 
 
 @dataclass
@@ -186,6 +191,9 @@ class TrainConfig:
     # torch intra-op threads per process; null: torch's default (torchrun sets OMP_NUM_THREADS=1 per process).
     # On a CPU shared with other busy processes, 1 is often faster than several spinning threads.
     threads: int | None = setting(None, resumable=True)
+    # torch.compile the training step (forward, objective, backward; deit.train.compiling): the first steps print
+    # the compile time and the speed-up over eager. Same maths, eager's random numbers: a continuation may change it.
+    compile: bool = setting(False, resumable=True)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)

@@ -295,7 +295,7 @@ class Trainer:
     def _backward(self, x: torch.Tensor, y: torch.Tensor, group: _Group, group_size: int, accumulate: bool) -> None:
         """Forward, loss and backward of one micro-batch (gradients accumulate into the group's step)."""
         p = self.progress
-        with self.task.accumulating(accumulate):
+        with self.task.accumulating(accumulate), self.task.timing():
             out = self.task(x, y, p.epoch, p.batch)
             scaled = out.loss / group_size
             if self.scaler is not None:
