@@ -48,6 +48,8 @@ SMALL = {
                ("resnet18_cifar", {"widths": (8, 8, 16, 16)}, 32)],
     "resnet9": [("resnet9_small", {}, 32),
                 ("resnet9", {"widths": (8, 8, 16, 16), "residual": (False, True, False)}, 32)],
+    "airbench": [("airbench93_cifar", {"widths": (8, 16, 16)}, 32),
+                 ("airbench94_cifar", {"widths": (8, 8, 16), "whiten": True}, 32)],
 }
 CASES = [(family, name, overrides, size) for family, cases in SMALL.items() for name, overrides, size in cases]
 

@@ -16,7 +16,7 @@ from train_support import DEIT, REPO, SUBPROCESS_ENV
 from deit.cli import main
 from deit.reproduce import load_rows
 
-PRESETS = ("cifar10-convnet-teacher", "cifar10-deit", "cifar10-deit-distilled")
+PRESETS = ("cifar10-convnet-teacher", "cifar10-airbench-teacher", "cifar10-deit", "cifar10-deit-distilled")
 # One small step each: a tiny batch, no loader workers, a narrow model.
 SMALL = ("epochs=1", "data.batch_size=8", "data.num_workers=0", "progress=false", "eval_every=1")
 # The presets' amp and teacher.dtype are auto: fp32 on every machine (bf16 is emulated, far slower, on a CPU

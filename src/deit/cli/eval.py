@@ -34,7 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "as deit train resolves it, so a run's checkpoint scores what the run measured)")
     p.add_argument("--tta", default="none", choices=TTA_MODES,
                    help="test-time augmentation: flip averages each head's logits over the image and its mirror "
-                        "image (default: none)")
+                        "image; multicrop also over both translated by one pixel up-left and down-right (six views, "
+                        "airbench's) (default: none)")
     p.add_argument("--attn-impl", default="auto", choices=ATTN_IMPLS, help=ATTN_IMPL_HELP)
     p.add_argument("--set", dest="data_overrides", nargs="*", default=[], metavar="key=value",
                    help="data settings (e.g. img_size=32, val_fraction=0.2)")
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
-        tta = ", flip test-time augmentation" if args.tta == "flip" else ""
+        tta = f", {args.tta} test-time augmentation" if args.tta != "none" else ""
         print(f"{args.checkpoint} on {args.data} ({args.split}, {metrics['num_samples']} images{tta})")
         rows = {k: v for k, v in metrics.items() if k != "num_samples"}
         width = max(map(len, rows), default=0) + 2  # a column, whatever the longest name (agreement_dist)

@@ -16,6 +16,7 @@ from deit.runtime.typedconfig import setting
 ERASE_MODES: tuple[str, ...] = ("pixel", "rand", "const")
 BAD_IMAGE_POLICIES: tuple[str, ...] = ("skip", "fail")
 TRAIN_CROPS: tuple[str, ...] = ("resized", "padded", "simple")
+HFLIP_MODES: tuple[str, ...] = ("random", "alternating")
 
 
 def _pair(name: str, value: Sequence[float]) -> tuple[float, float]:
@@ -71,6 +72,10 @@ class DataConfig:
     scale: tuple[float, float] = (0.08, 1.0)
     ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0)
     hflip: float = 0.5
+    # "random": each sample flipped with probability hflip; "alternating" (airbench's): each image's flip in the
+    # first epoch is drawn once (probability hflip, from seed and its index), and every odd epoch flips the opposite
+    # way, so over any two consecutive epochs every image is seen both ways (with repeated_aug, its copies alike).
+    hflip_mode: str = "random"
     train_interpolation: str = "bicubic"
     auto_augment: str | None = "rand-m9-mstd0.5-inc1"
     reprob: float = 0.25
@@ -129,6 +134,8 @@ class DataConfig:
             raise ValueError(f"smoothing must be in [0, 1), got {self.smoothing}")
         if self.train_interpolation not in INTERPOLATIONS:
             raise ValueError(f"train_interpolation must be one of {INTERPOLATIONS}, got {self.train_interpolation!r}")
+        if self.hflip_mode not in HFLIP_MODES:
+            raise ValueError(f"hflip_mode must be one of {HFLIP_MODES}, got {self.hflip_mode!r}")
         if self.train_crop not in TRAIN_CROPS:
             raise ValueError(f"train_crop must be one of {TRAIN_CROPS}, got {self.train_crop!r}")
         if isinstance(self.crop_padding, bool) or not isinstance(self.crop_padding, int) or self.crop_padding < 0:

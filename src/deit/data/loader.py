@@ -54,7 +54,7 @@ from deit.data.config import DataConfig
 from deit.data.datasets import ImageDataset, build_dataset
 from deit.data.images import DataError
 from deit.data.samplers import EpochSampler, EvalSampler, RepeatAugSampler, ShuffleSampler, dist_info
-from deit.data.transforms import Compose, build_transform
+from deit.data.transforms import Compose, SampleKey, build_transform
 from deit.models.preprocessing import Preprocessing
 from deit.runtime.signals import ignore_stop_signals
 
@@ -105,7 +105,7 @@ class TransformedDataset(Dataset):
             if get_worker_info() is None:
                 raise
             return exc
-        return self.transform(img, np.random.default_rng(seed)), label, tuple(bad)
+        return self.transform(img, np.random.default_rng(seed), SampleKey(seed[0], seed[1], index)), label, tuple(bad)
 
 
 def collate(batch: list[Sample]) -> Batch:

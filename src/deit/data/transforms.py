@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -122,6 +123,35 @@ class RandomHorizontalFlip:
         return img.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if rng.random() < self.p else img
 
 
+class SampleKey(NamedTuple):
+    """Which sample a transform is making: the run's seed, the epoch and the image's index in its data set."""
+
+    seed: int
+    epoch: int
+    index: int
+
+
+class AlternatingHorizontalFlip:
+    """airbench's alternating flip: image ``index`` is flipped in epoch 0 with probability ``p`` (drawn once from
+    the seed and the index), and in epoch ``e`` iff that first choice xor ``e`` is odd. It reads the sample's
+    identity (``wants_sample``), not the per-sample generator."""
+
+    wants_sample = True
+
+    def __init__(self, p: float = 0.5):
+        self.p = p
+
+    def flipped(self, key: SampleKey) -> bool:
+        first = np.random.default_rng([key.seed, _FLIP_STREAM, key.index]).random() < self.p
+        return bool(first) != (key.epoch % 2 == 1)
+
+    def __call__(self, img: Image.Image, rng: np.random.Generator, sample: SampleKey) -> Image.Image:
+        return img.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if self.flipped(sample) else img
+
+
+_FLIP_STREAM = 0x666C6970  # "flip": the first-epoch choices are a stream of their own, apart from the crops'
+
+
 class ToTensorNormalize:
     """uint8 HWC RGB -> float CHW in [0, 1] -> (x - mean) / std, in torchvision's order of operations."""
 
@@ -209,12 +239,20 @@ class CenterCrop:
 
 
 class Compose:
+    """The transforms in turn; those that declare ``wants_sample`` also get the sample's ``SampleKey``."""
+
     def __init__(self, transforms: list[Callable]):
         self.transforms = list(transforms)
 
-    def __call__(self, x: Image.Image, rng: np.random.Generator | None = None) -> torch.Tensor:
+    def __call__(self, x: Image.Image, rng: np.random.Generator | None = None, sample: SampleKey | None = None
+                 ) -> torch.Tensor:
         for t in self.transforms:
-            x = t(x, rng)
+            if getattr(t, "wants_sample", False):
+                if sample is None:
+                    raise ValueError(f"{type(t).__name__} needs the sample's identity: call with sample=SampleKey")
+                x = t(x, rng, sample)
+            else:
+                x = t(x, rng)
         return x
 
     def __repr__(self) -> str:
@@ -245,7 +283,8 @@ def build_transform(cfg: DataConfig, train: bool, preprocessing: Preprocessing) 
                         normalize])
     ts: list = [train_crop(cfg, size)]
     if cfg.hflip > 0:
-        ts.append(RandomHorizontalFlip(cfg.hflip))
+        ts.append(AlternatingHorizontalFlip(cfg.hflip) if cfg.hflip_mode == "alternating"
+                  else RandomHorizontalFlip(cfg.hflip))
     if cfg.three_augment:
         # The official --ThreeAugment transform: no RandAugment, no random erasing (DataConfig refuses them).
         ts.append(ThreeAugment())

@@ -10,8 +10,10 @@ counted exactly once, so the figures equal a single-process run's.
 
 from __future__ import annotations
 
+import typing
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -29,19 +31,37 @@ from deit.runtime.distributed import DistEnv, all_reduce_sum, cleanup, init_dist
 from deit.runtime.precision import autocast, precision_line
 
 TeacherFn = Callable[[torch.Tensor], torch.Tensor]
-# Test-time augmentation: "flip" averages each head's logits over the image and its mirror image (as airbench
-# evaluates its CIFAR-10 nets); the teacher's prediction, for the agreement, is taken on the image as given.
-TTA_MODES: tuple[str, ...] = ("none", "flip")
+# Test-time augmentation (airbench's levels 0, 1, 2): "flip" averages each head's logits over the image and its
+# mirror image; "multicrop" averages that pair (weight 1/2) with the pairs of the image translated by one pixel
+# up-left and down-right (reflect padding, 1/4 each): six views. The teacher's prediction, for the agreement, is
+# taken on the image as given.
+TtaMode = Literal["none", "flip", "multicrop"]
+TTA_MODES: tuple[str, ...] = typing.get_args(TtaMode)
+
+
+def _mirror_mean(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    heads, mirrored = head_outputs(model, x), head_outputs(model, x.flip(-1))
+    return {name: (logits + mirrored[name]) / 2 for name, logits in heads.items()}
+
+
+def translated(x: torch.Tensor, shift: int) -> torch.Tensor:
+    """``x`` (N, C, H, W) moved by ``shift`` pixels down and right (negative: up and left), the uncovered border
+    filled by reflection."""
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    return padded[..., 1 - shift:1 - shift + h, 1 - shift:1 - shift + w]
 
 
 def tta_head_outputs(model: nn.Module, x: torch.Tensor, tta: str = "none") -> dict[str, torch.Tensor]:
-    """``head_outputs`` of ``x``, with ``tta="flip"`` averaged with those of ``x`` flipped left-right."""
+    """``head_outputs`` of ``x`` under the test-time augmentation ``tta`` (one of ``TTA_MODES``)."""
     if tta not in TTA_MODES:
         raise ValueError(f"tta {tta!r}: use one of {', '.join(TTA_MODES)}")
-    heads = head_outputs(model, x)
-    if tta == "flip":
-        mirrored = head_outputs(model, x.flip(-1))
-        heads = {name: (logits + mirrored[name]) / 2 for name, logits in heads.items()}
+    if tta == "none":
+        return head_outputs(model, x)
+    heads = _mirror_mean(model, x)
+    if tta == "multicrop":
+        up_left, down_right = _mirror_mean(model, translated(x, -1)), _mirror_mean(model, translated(x, 1))
+        heads = {name: logits / 2 + (up_left[name] + down_right[name]) / 4 for name, logits in heads.items()}
     return heads
 
 
@@ -200,5 +220,5 @@ def evaluate_checkpoint(checkpoint: str, data: str, *, architecture: str | None 
         cleanup(env)
 
 
-__all__ = ["TTA_MODES", "HeadTally", "TeacherFn", "eval_loader", "evaluate", "evaluate_checkpoint", "head_metrics",
-           "topk_hits", "tta_head_outputs"]
+__all__ = ["TTA_MODES", "HeadTally", "TeacherFn", "TtaMode", "eval_loader", "evaluate", "evaluate_checkpoint",
+           "head_metrics", "topk_hits", "translated", "tta_head_outputs"]

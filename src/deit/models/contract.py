@@ -90,6 +90,15 @@ class Classifier(nn.Module, ABC):
         """Parameters exempt from weight decay besides biases and norms (the recipe's exemptions)."""
         return set()
 
+    @property
+    def data_init_images(self) -> int:
+        """How many training images :meth:`init_from_data` wants before training's first step (0: none)."""
+        return 0
+
+    def init_from_data(self, images: torch.Tensor) -> None:
+        """Set the weights that are computed from training data (airbench's whitening conv), given
+        ``data_init_images`` normalised, un-augmented training images (N, C, H, W) at the input size."""
+
 
 def has_two_heads(model: nn.Module) -> bool:
     """Whether ``model`` has a class head and a distillation head. Any other module (the Python API accepts any
@@ -110,6 +119,12 @@ def state_dict_num_classes(model: nn.Module, state_dict: Mapping[str, torch.Tens
         if isinstance(weight, torch.Tensor) and weight.ndim == 2:
             return int(weight.shape[0])
     return None
+
+
+def data_init_images(model: nn.Module) -> int:
+    """How many training images ``model`` wants for a data-dependent initialisation before training (0 for any
+    module outside the contract)."""
+    return int(model.data_init_images) if isinstance(model, Classifier) else 0
 
 
 def head_mode_of(model: nn.Module) -> str:
@@ -149,6 +164,7 @@ __all__ = [
     "HeadMode",
     "classifier_prefixes",
     "combine_heads",
+    "data_init_images",
     "has_two_heads",
     "head_mode_of",
     "head_names",

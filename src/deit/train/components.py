@@ -16,13 +16,16 @@ from torch import nn
 from deit.checkpoints import create_model
 from deit.data import ImageDataset, Loader, build_dataset, build_loader, build_mixup
 from deit.data.formats import follow_root
+from deit.data.loader import TransformedDataset
+from deit.data.transforms import build_transform
 from deit.inference.teacher import Teacher
 from deit.models import Preprocessing, get_entry, set_attn_impl
+from deit.models.contract import data_init_images
 from deit.runtime.distributed import DistEnv
 from deit.runtime.precision import decide_bf16, precision_line
 from deit.train.compiling import compile_problem
 from deit.train.config import ConfigError, TrainConfig
-from deit.train.ema import ModelEma
+from deit.train.ema import Lookahead, ModelEma
 from deit.train.engine import Trainer
 from deit.train.hooks import say
 from deit.train.loss import DistillationObjective
@@ -208,18 +211,46 @@ def _student(cfg: TrainConfig, num_classes: int, classes: list[str], model: nn.M
     return model.to(device), preprocessing
 
 
+def data_init_sample(cfg: TrainConfig, train_set: ImageDataset, preprocessing: Preprocessing, count: int
+                     ) -> torch.Tensor:
+    """``count`` training images (all if fewer) for a data-dependent initialisation, as validation sees them (no
+    augmentation), normalised: a seeded choice (``seed``) in data set order, so a class-sorted folder gives every
+    class its share and a rerun of the same config picks the same images."""
+    n = len(train_set)
+    rng = torch.Generator().manual_seed(derive_seed(cfg.seed, "data-init"))
+    indices = torch.randperm(n, generator=rng)[: min(count, n)].sort().values.tolist()
+    view = TransformedDataset(train_set, build_transform(cfg.data, False, preprocessing))
+    return torch.stack([view[i][0] for i in indices])
+
+
+def initialise_from_data(cfg: TrainConfig, model: nn.Module, train_set: ImageDataset, preprocessing: Preprocessing,
+                   device: torch.device) -> str | None:
+    """The student's weights that are computed from training data (``Classifier.init_from_data``: airbench's
+    whitening), before step 0 and before the EMA or Lookahead copy the weights; the line saying so (None: the
+    model wants none). A fine-tuned student keeps the weights it starts from."""
+    count = data_init_images(model)
+    if not count or cfg.model.finetune:
+        return None
+    images = data_init_sample(cfg, train_set, preprocessing, count)
+    model.init_from_data(images.to(device))
+    return f"data-dependent initialisation ({type(model).__name__}.init_from_data) from {len(images)} training images"
+
+
 def build_components(cfg: TrainConfig, env: DistEnv, model: nn.Module | None = None,
                      teacher: nn.Module | None = None,
-                     datasets: tuple[ImageDataset, ImageDataset] | None = None) -> RunComponents:
+                     datasets: tuple[ImageDataset, ImageDataset] | None = None,
+                     init_from_data: bool = True) -> RunComponents:
     """Data (``datasets``: the (train, val) sets, else those ``cfg.data`` names), student (``model`` replaces the
-    configured one), teacher (``teacher`` likewise: any images -> logits module), loss, optimizer, schedule, EMA and
-    grad scaler of ``cfg``, on ``env``'s device."""
+    configured one), teacher (``teacher`` likewise: any images -> logits module), loss, optimizer, schedule, EMA,
+    Lookahead and grad scaler of ``cfg``, on ``env``'s device. ``init_from_data``: compute the student's
+    data-dependent weights (a fresh run; a continued one loads them with its state)."""
     device = env.device
     # The data sets first (a bad split fails before any model is built): the class count sizes the student's head;
     # the loaders need the student's preprocessing.
     train_set, val_set = datasets or (build_dataset(cfg.data, "train"), build_dataset(cfg.data, "val"))
     classes = list(train_set.classes)
     model, preprocessing = _student(cfg, len(classes), classes, model, device)
+    data_init = initialise_from_data(cfg, model, train_set, preprocessing, device) if init_from_data else None
     mixup = build_mixup(cfg.data, len(classes))
     objective = build_distillation_objective(cfg, len(classes), soft_targets=mixup is not None)
     # The task checks that the distillation setting fits the student before any teacher is loaded.
@@ -227,6 +258,7 @@ def build_components(cfg: TrainConfig, env: DistEnv, model: nn.Module | None = N
                      student_name=repr(cfg.model.name), compile=cfg.compile, report=say if env.is_main else None)
     data = build_data(cfg, env, preprocessing, (train_set, val_set))
     source, live, notes = build_teacher_source(cfg, env, preprocessing, data, teacher)
+    notes += [data_init] if data_init else []
     if objective.distilling:
         check_distillation(cfg, live.module if live else None, len(classes), preprocessing.input_size, device,
                            cached_classes=getattr(getattr(source, "meta", None), "num_classes", None))
@@ -238,6 +270,8 @@ def build_components(cfg: TrainConfig, env: DistEnv, model: nn.Module | None = N
         schedule=build_schedule(cfg.schedule, lr, steps_per_epoch, cfg.epochs), env=env,
         accum_steps=cfg.optim.accum_steps, clip_grad=cfg.optim.clip_grad,
         ema=ModelEma(model, cfg.ema.decay) if cfg.ema.enabled else None,
+        lookahead=Lookahead(model, cfg.lookahead.every, cfg.lookahead.decay) if cfg.lookahead.enabled else None,
+        tta=cfg.eval.tta,
         scaler=torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None,
     )
     return RunComponents(data, model, preprocessing, live, trainer, lr, total_batch, steps_per_epoch, notes)
@@ -252,7 +286,9 @@ __all__ = [
     "build_student",
     "check_distillation",
     "check_runtime",
+    "data_init_sample",
     "follow_data_root",
+    "initialise_from_data",
     "resolve_precision",
     "output_classes",
 ]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from deit.data.config import DataConfig
+from deit.inference.evaluation import TtaMode
 from deit.models.attention import AttnImpl
 from deit.runtime.precision import AmpMode
 from deit.runtime.typedconfig import ConfigError, coerce, setting, to_dict, unknown_key
@@ -101,6 +102,9 @@ class OptimConfig:
     scale_lr: bool = True
     lr_base_batch: int = 512
     weight_decay: float = 0.05  # never applied to biases, norms, pos_embed, cls/dist tokens
+    # The lr of those exempt parameters, as a multiple of the schedule's (airbench trains its BatchNorm biases at
+    # 64x: its norms have no trained scale).
+    no_decay_lr_scale: float = 1.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
     momentum: float = 0.9  # sgd only
@@ -121,6 +125,24 @@ class ScheduleConfig:
 class EmaConfig:
     enabled: bool = False
     decay: float = 0.99996
+
+
+@dataclass
+class LookaheadConfig:
+    # airbench's Lookahead: every ``every`` optimizer steps the slow weights move toward the trained ones,
+    # slow += (1 - d) (trained - slow), and training continues from the slow weights; d = decay x (step /
+    # total steps)^3 grows from 0 (early steps are kept whole) to ``decay``. The last step of the schedule sets the
+    # trained weights to the slow ones, so the run's weights are the slow weights. BatchNorm statistics too.
+    enabled: bool = False
+    every: int = 5
+    decay: float = 0.95 ** 5
+
+
+@dataclass
+class EvalConfig:
+    # Validation's test-time augmentation (every validation of the run, the EMA's too): none, flip or multicrop
+    # (6 forward passes an image: budget it with eval_every).
+    tta: TtaMode = setting("none", resumable=True)
 
 
 @dataclass
@@ -202,6 +224,8 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     ema: EmaConfig = field(default_factory=EmaConfig)
+    lookahead: LookaheadConfig = field(default_factory=LookaheadConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     logging: LoggingConfig = setting(default_factory=LoggingConfig, resumable=True)
     # Written by the run when budget_minutes planned it (see BudgetPlan); null until then.
     budget_plan: BudgetPlan | None = None
@@ -217,6 +241,7 @@ class TrainConfig:
             ("save_every", self.save_every, 0),
             ("eval_every", self.eval_every, -1),
             ("threads", self.threads if self.threads is not None else 1, 1),
+            ("lookahead.every", self.lookahead.every, 1),
         ]:
             if value < low:
                 raise ConfigError(f"{key} must be >= {low}, got {value}")
@@ -229,6 +254,10 @@ class TrainConfig:
             raise ConfigError(f"distillation.tau must be > 0, got {self.distillation.tau}")
         if not 0.0 <= self.ema.decay < 1.0:
             raise ConfigError(f"ema.decay must be in [0, 1), got {self.ema.decay}")
+        if self.optim.no_decay_lr_scale <= 0:
+            raise ConfigError(f"optim.no_decay_lr_scale must be > 0, got {self.optim.no_decay_lr_scale}")
+        if not 0.0 <= self.lookahead.decay < 1.0:
+            raise ConfigError(f"lookahead.decay must be in [0, 1), got {self.lookahead.decay}")
         try:
             check_objective(self.loss.name, self.data.smoothing)
         except ValueError as exc:
@@ -315,6 +344,8 @@ __all__ = [
     "ConfigError",
     "DistillationConfig",
     "EmaConfig",
+    "EvalConfig",
+    "LookaheadConfig",
     "LoggingConfig",
     "LossConfig",
     "ModelConfig",

@@ -26,7 +26,7 @@ from torch import nn
 from deit.inference.evaluation import evaluate
 from deit.runtime.distributed import DistEnv
 from deit.train.checkpointing import rng_states, set_rng_states
-from deit.train.ema import ModelEma
+from deit.train.ema import Lookahead, ModelEma
 from deit.train.optim import LRSchedule
 from deit.train.preemption import StopTraining
 from deit.train.task import StepOutput, TrainTask
@@ -186,6 +186,8 @@ class Trainer:
     accum_steps: int = 1
     clip_grad: float | None = None
     ema: ModelEma | None = None
+    lookahead: Lookahead | None = None
+    tta: str = "none"  # validation's test-time augmentation (deit.inference.evaluation.TTA_MODES)
     scaler: torch.amp.GradScaler | None = None
     # Polled once per optimizer step (e.g. a deit.runtime.signals.StopFlag) and summed over ranks in that step's
     # reduction, so every rank stops at the same optimizer step: fit raises StopTraining there.
@@ -209,6 +211,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
+            "lookahead": self.lookahead.state_dict() if self.lookahead is not None else None,
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "progress": self.progress.state_dict(),
             "meter": self.meter.state_dict(),
@@ -224,6 +227,11 @@ class Trainer:
                 raise ValueError("the saved state has no EMA weights but ema.enabled is on; resume with "
                                  "ema.enabled=false")
             self.ema.load_state_dict(state["ema"])
+        if self.lookahead is not None:
+            if state.get("lookahead") is None:
+                raise ValueError("the saved state has no Lookahead weights but lookahead.enabled is on; resume "
+                                 "with lookahead.enabled=false")
+            self.lookahead.load_state_dict(state["lookahead"])
         if self.scaler is not None and state.get("scaler") is not None:
             self.scaler.load_state_dict(state["scaler"])
         self.progress.load_state_dict(state["progress"])
@@ -259,9 +267,9 @@ class Trainer:
     def validate(self, val_loader: Iterable) -> dict:
         """The student's metrics on ``val_loader`` (and the EMA's, prefixed ``ema_``)."""
         amp = self.task.amp
-        metrics = evaluate(self.model, val_loader, self.env, self.task.validation_teacher, amp)
+        metrics = evaluate(self.model, val_loader, self.env, self.task.validation_teacher, amp, self.tta)
         if self.ema is not None:
-            ema = evaluate(self.ema.module, val_loader, self.env, None, amp)
+            ema = evaluate(self.ema.module, val_loader, self.env, None, amp, self.tta)
             metrics.update({f"ema_{k}": v for k, v in ema.items() if k != "num_samples"})
         return metrics
 
@@ -330,9 +338,11 @@ class Trainer:
             self.scaler.update()
         else:
             self.optimizer.step()
+        self.progress.step += 1
+        if self.lookahead is not None:
+            self.lookahead.after_step(self.model, self.progress.step, self.schedule.total_steps)
         if self.ema is not None:
             self.ema.update(self.model)
-        self.progress.step += 1
 
 
 __all__ = [

@@ -14,9 +14,10 @@ from torch import nn
 from deit.train.config import OptimConfig, OptimizerName, ScheduleConfig
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+def param_groups(model: nn.Module, weight_decay: float, no_decay_lr_scale: float = 1.0) -> list[dict]:
     """Two groups: decayed weights, and everything the recipe exempts — biases, norm weights (any 1-d
-    parameter), and what ``model.no_weight_decay()`` names (pos_embed, cls_token, dist_token for DeiT)."""
+    parameter), and what ``model.no_weight_decay()`` names (pos_embed, cls_token, dist_token for DeiT). Each has an
+    ``lr_scale``, its lr's multiple of the schedule's (the exempt group's: ``no_decay_lr_scale``)."""
     skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
     decay, no_decay, decay_names, no_decay_names = [], [], [], []
     for name, p in model.named_parameters():
@@ -29,8 +30,8 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
             decay.append(p)
             decay_names.append(name)
     return [
-        {"params": decay, "weight_decay": weight_decay, "param_names": decay_names},
-        {"params": no_decay, "weight_decay": 0.0, "param_names": no_decay_names},
+        {"params": decay, "weight_decay": weight_decay, "param_names": decay_names, "lr_scale": 1.0},
+        {"params": no_decay, "weight_decay": 0.0, "param_names": no_decay_names, "lr_scale": no_decay_lr_scale},
     ]
 
 
@@ -132,7 +133,7 @@ OPTIMIZERS: tuple[str, ...] = typing.get_args(OptimizerName)
 
 
 def build_optimizer(cfg: OptimConfig, model: nn.Module, lr: float) -> torch.optim.Optimizer:
-    groups = param_groups(model, cfg.weight_decay)
+    groups = param_groups(model, cfg.weight_decay, cfg.no_decay_lr_scale)
     groups = [{k: v for k, v in g.items() if k != "param_names"} for g in groups]
     if cfg.name == "adamw":
         return torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg.betas), eps=cfg.eps)
@@ -170,9 +171,10 @@ class LRSchedule:
         return self.min_lr + 0.5 * (self.lr - self.min_lr) * (1.0 + math.cos(math.pi * t / span))
 
     def apply(self, optimizer: torch.optim.Optimizer, step: int) -> float:
+        """Set every group's lr to the schedule's times the group's ``lr_scale``; returns the schedule's."""
         lr = self(step)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         return lr
 
 

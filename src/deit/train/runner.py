@@ -270,7 +270,8 @@ def _run(cfg: TrainConfig, env: DistEnv, run: RunDir, state: dict | None, model:
          teacher: nn.Module | None, clock: Clock, start_lines: tuple[str, ...],
          datasets: tuple[ImageDataset, ImageDataset] | None = None) -> TrainResult:
     cfg = keep_plan(cfg, state)  # a continued run trains to the plan it started with
-    parts = build_components(cfg, env, model, teacher, datasets)
+    # A continued run takes its data-dependent weights (airbench's whitening) from its state: never recomputed.
+    parts = build_components(cfg, env, model, teacher, datasets, init_from_data=state is None)
     done = _complete(run, env, cfg, state) if state is not None else None
     if done is not None:  # rerunning a finished run: say so, write nothing
         parts.model.load_state_dict(state["model"])
@@ -292,7 +293,8 @@ def _run(cfg: TrainConfig, env: DistEnv, run: RunDir, state: dict | None, model:
     try:
         final = _fit(cfg, env, run, parts, clock)
         if not final and cfg.eval_every >= 0:  # resumed a run that stopped before its summary: evaluate it again
-            final = evaluate(parts.model, parts.data.val_loader, env, trainer.task.validation_teacher, cfg.amp)
+            final = evaluate(parts.model, parts.data.val_loader, env, trainer.task.validation_teacher, cfg.amp,
+                             cfg.eval.tta)
     finally:
         parts.data.close()  # however the loop ended, its data workers end with it
     summary = _summary(cfg, env, run, parts, final, clock)
