@@ -80,3 +80,30 @@ def test_benchmark_on_the_gpu_reports_mfu():
     assert model_rows and all(r.ours_img_s and r.ours_img_s > 0 for r in model_rows)
     if any(name in torch.cuda.get_device_name() for name in ("H100", "H200", "A100")):
         assert all(r.ours_mfu_pct is not None and r.ours_mfu_pct > 0 for r in model_rows)
+
+
+def test_lamb_on_the_gpu_matches_the_cpu():
+    from deit.train.optim import Lamb
+
+    g = torch.Generator().manual_seed(0)
+    weights = [torch.randn(64, 48, generator=g), torch.zeros(16, 8), torch.randn(48, generator=g)]
+    steps = [[torch.randn(w.shape, generator=g) * s for w in weights] for s in (20.0, 0.01, 3.0)]
+    results = []
+    for device in ("cpu", "cuda"):
+        params = [torch.nn.Parameter(w.clone().to(device)) for w in weights]
+        opt = Lamb([{"params": params[:2], "weight_decay": 0.05}, {"params": params[2:], "weight_decay": 0.0}],
+                   lr=0.01, eps=1e-8)
+        for grads in steps:  # the first and last steps clip at the global norm 1.0
+            for p, grad in zip(params, grads, strict=True):
+                p.grad = grad.to(device)
+            opt.step()
+        results.append([p.detach().cpu() for p in params])
+    assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(*results, strict=True))
+
+
+def test_the_deit3_recipe_trains_on_the_gpu_with_a_grad_scaler(tmp_path):
+    recipe = ("optim.name=lamb", "loss.name=bce", "data.three_augment=true", "data.color_jitter=0.3",
+              "data.train_crop=simple", "data.reprob=0", "data.smoothing=0", "amp=fp16")
+    result = train(_cfg(tmp_path / "r", *recipe))
+    final = result.summary["final"]
+    assert 0.0 <= final["top1"] <= 1.0 and final["loss"] == final["loss"]

@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 import torch
 
-from deit.models import FAMILIES, Classifier, Preprocessing, create_model
+from deit.models import FAMILIES, Classifier, Preprocessing, create_model, get_entry
 from deit.models.contract import (
     classifier_prefixes,
     combine_heads,
@@ -167,3 +167,20 @@ def test_combine_heads_modes():
     assert torch.equal(combine_heads(a, b), torch.tensor([[2.0, 2.0]]))
     with pytest.raises(ValueError, match="head mode"):
         combine_heads(a, b, "max")
+
+
+def test_every_config_field_declares_what_it_is():
+    """Roles live on the fields (deit.models.fields): matching a config to a named model and what a weights-only
+    file loses both read them, so a new field states once whether it is architecture, training or output."""
+    from deit.models.fields import fields_with_role
+
+    for name, family in FAMILIES.items():
+        config = family.config_cls()
+        assert "num_classes" in fields_with_role(config, "output"), name
+        assert {"drop_rate", "drop_path_rate"} <= fields_with_role(config, "training"), name
+        skipped = fields_with_role(config, "training", "output")
+        assert not skipped & set(structure(config)), name
+    vit = get_entry("deit_tiny_patch16_224").config
+    layer_scale = structure(dataclasses.replace(vit, init_values=1e-4))
+    assert layer_scale == structure(dataclasses.replace(vit, init_values=1e-6)) and layer_scale != structure(vit)
+    assert structure(dataclasses.replace(vit, drop_path_rate=0.3, num_classes=7)) == structure(vit)

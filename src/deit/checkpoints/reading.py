@@ -26,8 +26,9 @@ from deit.checkpoints.hf import (
 from deit.checkpoints.infer import infer_architecture
 from deit.checkpoints.layouts import Converted, detect_layout, to_canonical, unwrap
 from deit.checkpoints.saving import unwrap_model
+from deit.models.fields import fields_with_role
 from deit.models.preprocessing import Preprocessing
-from deit.models.registry import PRESENCE_ONLY, TRAINING_ONLY, default_preprocessing, families, find_entry, get_family
+from deit.models.registry import default_preprocessing, families, find_entry, get_family
 from deit.runtime.typedconfig import ConfigError, from_dict
 
 
@@ -221,10 +222,10 @@ class Loss:
     read_back: Any  # what a reader of the file infers
 
 
-def _differs(name: str, value: Any, read_back: Any) -> bool:
-    """Whether a reader's value of a config field changes the model (an initialisation setting such as LayerScale's
+def _differs(presence_only: bool, value: Any, read_back: Any) -> bool:
+    """Whether a reader's value of a config field changes the model (a ``presence`` field such as LayerScale's
     init_values only by whether it is set: the trained values are in the weights)."""
-    if name in PRESENCE_ONLY:
+    if presence_only:
         return (value is None) != (read_back is None)
     return value != read_back
 
@@ -235,10 +236,12 @@ def weights_only_losses(model: nn.Module) -> list[Loss]:
     names. Empty when the file reads back as the same model."""
     model = unwrap_model(model)
     back = checkpoint_info(dict(model.state_dict()), "weights only")
+    training = fields_with_role(model.config, "training")
+    presence = fields_with_role(model.config, "presence")
     losses = [Loss(f.name, "config", getattr(model.config, f.name), getattr(back.config, f.name, None))
               for f in dataclasses.fields(model.config)
-              if f.name not in TRAINING_ONLY and _differs(f.name, getattr(model.config, f.name),
-                                                          getattr(back.config, f.name, None))]
+              if f.name not in training and _differs(f.name in presence, getattr(model.config, f.name),
+                                                     getattr(back.config, f.name, None))]
     pre = getattr(model, "preprocessing", None) or back.preprocessing
     losses += [Loss(k, "preprocessing", v, getattr(back.preprocessing, k))
                for k, v in pre.to_dict().items() if v != getattr(back.preprocessing, k)]

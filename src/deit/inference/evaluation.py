@@ -24,6 +24,7 @@ from deit.inference.teacher import Teacher
 from deit.models.contract import SINGLE_HEAD, head_names, head_outputs, prediction_key
 from deit.models.fusion import cpu_inference_model
 from deit.models.preprocessing import Preprocessing
+from deit.models.vit_blocks import set_attn_impl
 from deit.runtime.distributed import DistEnv, all_reduce_sum, cleanup, init_distributed
 from deit.runtime.precision import autocast, precision_line
 
@@ -175,17 +176,18 @@ def eval_loader(data: str, model: nn.Module, *, split: str = "val", batch_size: 
 def evaluate_checkpoint(checkpoint: str, data: str, *, architecture: str | None = None, split: str = "val",
                         batch_size: int = 64, workers: int = 2, teacher: str | None = None,
                         teacher_architecture: str | None = None, device: str = "auto", amp: str = "auto",
-                        overrides: Sequence[str] = (), tta: str = "none",
+                        overrides: Sequence[str] = (), tta: str = "none", attn_impl: str = "auto",
                         log: Callable[[str], None] | None = None) -> dict:
     """:func:`evaluate` of a checkpoint file on ``data`` (``deit eval``); under torchrun every rank calls it and
     the metrics count every sample once. A ``teacher`` checkpoint adds its top-1 and the agreement. ``amp``:
     "auto" resolves as training resolves it (so a run's checkpoint scores what the run measured); ``log`` is told
-    the precision line on rank 0."""
+    the precision line on rank 0. ``attn_impl``: the student's attention kernel (``deit.models.attention``)."""
     env = init_distributed(device)
     loader = None
     try:
         amp, line = precision_line(amp, env.device)
         model = load_model(checkpoint, architecture).to(env.device)
+        set_attn_impl(model, attn_impl)
         loader, _ = eval_loader(data, model, split=split, batch_size=batch_size, workers=workers,
                                 overrides=overrides, distributed=(env.world_size, env.rank))
         frozen = Teacher(load_model(teacher, teacher_architecture).to(env.device)) if teacher else None

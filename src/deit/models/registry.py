@@ -16,6 +16,7 @@ from typing import Any
 
 from torch import nn
 
+from deit.models.fields import structure
 from deit.models.preprocessing import Preprocessing, default_crop_pct
 
 
@@ -84,13 +85,6 @@ class ModelEntry:
 FAMILIES: dict[str, Family] = {}
 _MODELS: dict[str, ModelEntry] = {}
 _ALIASES: dict[str, str] = {}
-# Config fields that only regularise training: no checkpoint needs them to compute the same outputs.
-TRAINING_ONLY: frozenset[str] = frozenset({"drop_rate", "attn_drop_rate", "drop_path_rate", "drop_path_schedule"})
-# Config fields that do not describe the architecture: ignored when matching a config to a named model.
-NON_STRUCTURAL: frozenset[str] = TRAINING_ONLY | {"num_classes", "head_mode", "dynamic_img_size"}
-# Config fields whose value is an initialisation setting but whose presence (not None) adds layers: only whether
-# they are set is structural (LayerScale's init_values: the weights record the gammas, not their initial value).
-PRESENCE_ONLY: frozenset[str] = frozenset({"init_values"})
 
 
 def register_family(family: Family) -> Family:
@@ -180,13 +174,6 @@ def describe_model(config: Any, made_from: str | None = None) -> str:
     return f"{shape} ({base.name} with overrides)" if base is not None and base.family == family else shape
 
 
-def structure(config: Any) -> dict[str, Any]:
-    """The fields of a config dataclass that describe the architecture: two configs with the same structure
-    build models with the same state-dict keys and shapes (NON_STRUCTURAL left out, PRESENCE_ONLY as set/unset)."""
-    return {k: (v is not None if k in PRESENCE_ONLY else v)
-            for k, v in dataclasses.asdict(config).items() if k not in NON_STRUCTURAL}
-
-
 def default_preprocessing(family: str, config: Any) -> Preprocessing:
     """The named model's preprocessing for this architecture, else the paper's rule for its input size."""
     entry = find_entry(family, config)
@@ -244,9 +231,6 @@ def create_model(
 
 __all__ = [
     "FAMILIES",
-    "NON_STRUCTURAL",
-    "PRESENCE_ONLY",
-    "TRAINING_ONLY",
     "Family",
     "ModelEntry",
     "Release",

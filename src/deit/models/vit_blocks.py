@@ -4,9 +4,9 @@ Parameter names follow the official / timm layout (``blocks.{i}.attn.qkv``, ``bl
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from deit.models.attention import attention, check_attn_impl
 from deit.models.layers import DropPath
 from deit.models.vit_config import ViTConfig
 
@@ -26,8 +26,12 @@ class PatchEmbed(nn.Module):
 
 
 class Attention(nn.Module):
+    """Multi-head self-attention. ``attn_impl`` (a plain attribute, in no state dict) says which kernel computes it:
+    "auto" (the measured faster of sdpa and matmul + softmax, see ``deit.models.attention``), "sdpa" or "math"."""
+
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool, attn_drop: float, proj_drop: float) -> None:
         super().__init__()
+        self.attn_impl = "auto"
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.scale = self.head_dim**-0.5
@@ -54,7 +58,7 @@ class Attention(nn.Module):
         b, n, three_c = qkv.shape
         q, k, v = self.split_heads(qkv)
         dropout = self.attn_drop if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+        out = attention(q, k, v, self.attn_impl, dropout)
         return out.transpose(1, 2).reshape(b, n, three_c // 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -64,6 +68,20 @@ class Attention(nn.Module):
         """Softmax attention weights (B, H, N, N) for analysis; the forward pass never materialises them."""
         q, k, _ = self._qkv(x)
         return (q @ k.transpose(-2, -1) * self.scale).softmax(dim=-1)
+
+
+def set_attn_impl(model: nn.Module, impl: str) -> int:
+    """Make every attention layer of ``model`` compute by ``impl`` (auto, sdpa, math); returns how many there are.
+    Weights and state dicts are unchanged. Raises ValueError for an unknown ``impl``, or for a forced one
+    ("sdpa"/"math") on a model without attention layers (a convnet), where it would silently do nothing."""
+    check_attn_impl(impl)
+    layers = [m for m in model.modules() if isinstance(m, Attention)]
+    if not layers and impl != "auto":
+        raise ValueError(f"attention implementation {impl!r}: {type(model).__name__} has no attention layers; "
+                         "leave it at auto")
+    for layer in layers:
+        layer.attn_impl = impl
+    return len(layers)
 
 
 class Mlp(nn.Module):
@@ -117,4 +135,4 @@ class Block(nn.Module):
         return x + self.drop_path2(branch if self.ls2 is None else self.ls2(branch))
 
 
-__all__ = ["Attention", "Block", "LayerScale", "Mlp", "PatchEmbed"]
+__all__ = ["Attention", "Block", "LayerScale", "Mlp", "PatchEmbed", "set_attn_impl"]

@@ -12,6 +12,7 @@ from typing import Literal
 import torch
 
 from deit.models.contract import HEAD_MODES, HeadMode
+from deit.models.fields import role
 
 # How the stochastic depth rate of block i follows from drop_path_rate: "linear" grows it from 0 in the first
 # block to drop_path_rate in the last (DeiT), "uniform" uses drop_path_rate in every block (DeiT III).
@@ -29,28 +30,28 @@ class ViTConfig:
     img_size: int = 224
     patch_size: int = 16
     in_chans: int = 3
-    num_classes: int = 1000
+    num_classes: int = role(1000, "output")
     embed_dim: int = 768
     depth: int = 12
     num_heads: int = 12
     mlp_ratio: float = 4.0
     qkv_bias: bool = True
     distilled: bool = False
-    drop_rate: float = 0.0
-    attn_drop_rate: float = 0.0
-    drop_path_rate: float = 0.0
+    drop_rate: float = role(0.0, "training")
+    attn_drop_rate: float = role(0.0, "training")
+    drop_path_rate: float = role(0.0, "training")
     layer_norm_eps: float = 1e-6
     # Accept inputs whose size differs from img_size by resampling pos_embed on the fly.
-    dynamic_img_size: bool = False
-    head_mode: HeadMode = "avg"
+    dynamic_img_size: bool = role(False, "output")
+    head_mode: HeadMode = role("avg", "output")
     # LayerScale (DeiT III, CaiT): None = none; a number = the initial value of the per-channel scales (ls1.gamma,
     # ls2.gamma) on both residual branches of every block (DeiT III's code uses 1e-4, timm's deit3 1e-6).
-    init_values: float | None = None
+    init_values: float | None = role(None, "presence")
     # True: pos_embed has rows for the prefix tokens (cls, dist) and is added after they are prepended (DeiT).
     # False: pos_embed covers the patch tokens only and the prefix tokens, prepended after it, get none (DeiT III,
     # timm's no_embed_class=True).
     prefix_pos_embed: bool = True
-    drop_path_schedule: DropPathSchedule = "linear"
+    drop_path_schedule: DropPathSchedule = role("linear", "training")
 
     def __post_init__(self) -> None:
         problems = [f"{name} must be positive, got {getattr(self, name)}"
