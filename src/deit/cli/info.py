@@ -44,7 +44,7 @@ def model_info(name: str, img_size: int | None = None, num_classes: int | None =
     return row
 
 
-_COLUMNS = (("name", 0), ("params", 12), ("params_m", 9), ("gmacs_linear", 13), ("gmacs_total", 12),
+_COLUMNS = (("name", 0), ("params", 14), ("params_m", 9), ("gmacs_linear", 13), ("gmacs_total", 12),
             ("num_tokens", 11), ("img_size", 9))
 
 
