@@ -10,6 +10,9 @@ Typical use::
         for x, y in train:
             x, soft = mixup(x, y, generator=step_generator)
 
+With ``DataConfig(device_augment=True)`` the train loader yields uint8 ``DeviceBatch`` images and the rest of the
+recipe runs on the device: ``x = build_device_augment(cfg, model.preprocessing)(batch.to(device))``.
+
 Reproducibility: a sample's augmentation depends only on (seed, epoch, its position in the epoch's stream),
 never on workers; see ``deit.data.samplers`` and ``deit.data.loader``.
 """
@@ -18,6 +21,7 @@ from deit.data import download  # noqa: F401  (deit.data.download: the CIFAR arc
 from deit.data.benchmark import benchmark_augmentation
 from deit.data.config import DATASETS, DataConfig
 from deit.data.datasets import SPLITS, ImageDataset, build_dataset
+from deit.data.device_augment import DeviceAugment, DeviceBatch, build_device_augment
 from deit.data.images import IMG_EXTENSIONS, BadImageError, DataError, decode_image, to_rgb
 from deit.data.loader import Loader, TransformedDataset, build_loader, build_sampler
 from deit.data.mixup import Mixup, build_mixup, smooth_one_hot
@@ -32,6 +36,8 @@ __all__ = [
     "BadImageError",
     "DataConfig",
     "DataError",
+    "DeviceAugment",
+    "DeviceBatch",
     "EvalSampler",
     "ImageDataset",
     "Loader",
@@ -44,6 +50,7 @@ __all__ = [
     "TransformedDataset",
     "benchmark_augmentation",
     "build_dataset",
+    "build_device_augment",
     "build_loader",
     "build_mixup",
     "build_sampler",

@@ -16,6 +16,8 @@ DATASETS: tuple[str, ...] = ("digits", "imagefolder", "cifar10", "cifar100", "cs
 ERASE_MODES: tuple[str, ...] = ("pixel", "rand", "const")
 BAD_IMAGE_POLICIES: tuple[str, ...] = ("skip", "fail")
 TRAIN_CROPS: tuple[str, ...] = ("resized", "padded")
+# The train crops whose recipe `device_augment` can split between the loader workers and the device.
+DEVICE_AUGMENT_CROPS: tuple[str, ...] = ("resized", "padded")
 # Datasets read from files under `root`; the others are built in.
 FILE_DATASETS: tuple[str, ...] = ("imagefolder", "csv", "cifar10", "cifar100")
 # Read from files, but fetched (once, checked) into a cache directory when root is not given: deit.data.download.
@@ -73,6 +75,9 @@ class DataConfig:
     reprob: float = 0.25
     remode: str = "pixel"
     recount: int = 1
+    # The workers decode, crop and flip and send uint8 images with the drawn parameters of the rest of the recipe
+    # (RandAugment, normalisation, erasing), which runs batched on the training device (deit.data.device_augment)
+    device_augment: bool = False
 
     # -- batch-level augmentation and targets
     mixup: float = 0.8
@@ -125,6 +130,11 @@ class DataConfig:
             raise ValueError(f"train_crop must be one of {TRAIN_CROPS}, got {self.train_crop!r}")
         if isinstance(self.crop_padding, bool) or not isinstance(self.crop_padding, int) or self.crop_padding < 0:
             raise ValueError(f"crop_padding must be an integer >= 0, got {self.crop_padding!r}")
+        if not isinstance(self.device_augment, bool):
+            raise ValueError(f"device_augment must be true or false, got {self.device_augment!r}")
+        if self.device_augment and self.train_crop not in DEVICE_AUGMENT_CROPS:
+            raise ValueError(f"device_augment splits the {DEVICE_AUGMENT_CROPS} crop recipes only, got train_crop="
+                             f"{self.train_crop!r}; set device_augment=false")
         if self.remode not in ERASE_MODES:
             raise ValueError(f"remode must be one of {ERASE_MODES}, got {self.remode!r}")
         if self.on_bad_image not in BAD_IMAGE_POLICIES:
