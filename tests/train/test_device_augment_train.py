@@ -75,9 +75,10 @@ def _signal_when_logged(run_dir: Path, step: int):
         thread.join()
 
 
-def test_a_device_augment_run_is_the_worker_path_run_and_resumes_bit_exactly(tmp_path, teacher, worker_run):
+def test_a_device_augment_run_is_the_worker_path_run_and_resumes_bit_exactly(tmp_path, teacher, worker_run, capsys):
     device = train(_cfg(tmp_path / "device", teacher, "data.device_augment=true"))
     assert "device_augment: true" in (device.run_dir / "config.yaml").read_text()
+    assert "data.device_augment on a CPU" in capsys.readouterr().out  # said once, at the start
     assert _same(_weights(device.run_dir), worker_run)
     with pytest.raises(Preempted), _signal_when_logged(tmp_path / "resumed", step=8):
         train(_cfg(tmp_path / "resumed", teacher, "data.device_augment=true", "data.num_workers=2"))
