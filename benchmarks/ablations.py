@@ -18,6 +18,7 @@ from torch import nn
 from deit.benchmark import race
 from deit.benchmark.training import build_teacher, make_step
 from deit.models import create_model, vit_blocks
+from deit.models.fusion import fuse_for_cpu_inference
 from deit.train.loss import DistillationLoss
 
 CPU = torch.device("cpu")
@@ -60,24 +61,25 @@ def compare(title: str, shipped: Callable[[], object], variant: Callable[[], obj
 
 def inference_ideas(name: str, batch: int, repeats: int, use_compile: bool) -> None:
     model = create_model(name).eval()
+    shipped = fuse_for_cpu_inference(model)  # what evaluation and prediction run on the CPU
     x = torch.randn(batch, 3, 224, 224)
 
     def fwd() -> None:
         with torch.inference_mode():
-            model(x)
+            shipped(x)
 
     def run(title: str, variant: Callable[[], object], ctx=None) -> None:
         compare(f"{name} inference: {title}", fwd, variant, batch, repeats, ctx)
 
-    run("block without oneDNN fused bias/GELU/residual", fwd,
-        lambda: patched(vit_blocks, "_fusable", lambda b, t: False))
+    run("block without oneDNN fused bias/GELU/residual", lambda: _inference(model, x))
     run("math attention instead of SDPA", fwd, lambda: patched(vit_blocks.Attention, "attend", math_attend))
-    run("torch.no_grad instead of torch.inference_mode", lambda: _no_grad(model, x))
-    run("no grad-mode context (autograd on, plain path)", lambda: model(x))
+    run("torch.no_grad instead of torch.inference_mode", lambda: _no_grad(shipped, x))
+    run("no grad-mode context (autograd on, plain model)", lambda: model(x))
     cl = x.contiguous(memory_format=torch.channels_last)
-    run("channels-last input to the patch embedding", lambda: _inference(model, cl))
+    run("channels-last input to the patch embedding", lambda: _inference(shipped, cl))
     cl_weight = copy.deepcopy(model)
     cl_weight.patch_embed.proj.to(memory_format=torch.channels_last)
+    cl_weight = fuse_for_cpu_inference(cl_weight)
     run("channels-last patch-embedding weight", lambda: _inference(cl_weight, x))
     if torch.ops.mkldnn._is_mkldnn_bf16_supported():
         run("bf16 autocast", lambda: _inference(model, x, torch.autocast("cpu", dtype=torch.bfloat16)))

@@ -155,3 +155,89 @@ def test_only_the_task_calls_the_teacher():
     names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} | {
         n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
     assert not {n for n in names if "teacher" in n} - {"validation_teacher"}, "the loop must not know the teacher"
+
+
+# ---- nothing outside deit.data branches on a data set's name: it asks the registry (deit.data.registry)
+_LOOKUPS = ("get", "pop", "setdefault")
+
+
+def _dataset_names() -> frozenset[str]:
+    from deit.data import BUILTIN_DATASETS
+
+    return frozenset(BUILTIN_DATASETS)
+
+
+def _names_a_dataset(node: ast.AST, names: frozenset[str]) -> bool:
+    """A data set's name as a literal, or a collection literal holding one."""
+    if isinstance(node, ast.Constant):
+        return node.value in names
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return any(_names_a_dataset(e, names) for e in node.elts)
+    return False
+
+
+def _holds_a_dataset(node: ast.AST) -> bool:
+    """A value that is a data set's name by where it is kept: ``x.dataset`` (``cfg.data.dataset``, a regime's)."""
+    return isinstance(node, ast.Attribute) and node.attr == "dataset"
+
+
+def name_branches(tree: ast.AST, names: frozenset[str]) -> list[int]:
+    """The lines of ``tree`` that decide something by a data set's name: a comparison or ``in`` test with a name
+    literal, or of an ``x.dataset`` value (identity tests, ``is None``, aside); a subscript, a dict key or a
+    ``.get``/``.pop`` keyed by a name literal; a ``match`` case on one; ``.startswith``/``.endswith`` of an
+    ``x.dataset`` value."""
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            identity = all(isinstance(op, (ast.Is, ast.IsNot)) for op in node.ops)
+            hit = not identity and any(_names_a_dataset(op, names) or _holds_a_dataset(op)
+                                       for op in (node.left, *node.comparators))
+        elif isinstance(node, ast.Subscript):
+            hit = _names_a_dataset(node.slice, names)
+        elif isinstance(node, ast.Dict):
+            hit = any(key is not None and _names_a_dataset(key, names) for key in node.keys)
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            hit = (node.func.attr in _LOOKUPS and bool(node.args) and _names_a_dataset(node.args[0], names)) or (
+                node.func.attr in ("startswith", "endswith") and _holds_a_dataset(node.func.value))
+        elif isinstance(node, ast.MatchValue):
+            hit = _names_a_dataset(node.value, names)
+        else:
+            hit = False
+        if hit:
+            lines.append(node.lineno)
+    return sorted(set(lines))
+
+
+def test_nothing_outside_data_branches_on_a_data_set_name():
+    """A data set's facts (reads a root, downloads, how a path is recognised or checked) are asked of the registry
+    (``deit.data.dataset_spec(name)``), so a new data set is one registration, not edits across the package."""
+    names = _dataset_names()
+    data = SRC / "deit" / "data"
+    bad = []
+    for path in sorted((SRC / "deit").rglob("*.py")):
+        if data in path.parents:
+            continue
+        for line in name_branches(ast.parse(path.read_text()), names):
+            bad.append(f"{path.relative_to(SRC)}:{line}: {path.read_text().splitlines()[line - 1].strip()}")
+    assert not bad, "branches on a data set's name outside deit.data (ask deit.data.dataset_spec):\n" + "\n".join(bad)
+
+
+def test_the_name_rule_finds_branches():
+    names = frozenset({"cifar10", "imagefolder"})
+    found = [
+        'if cfg.data.dataset == "cifar10": pass',
+        'x = dataset in ("imagefolder", "csv")',
+        'x = PRESETS["cifar10"]',
+        'x = {"cifar10": 1}',
+        'x = presets.get("imagefolder")',
+        'x = regime.dataset != other',
+        'x = cfg.dataset.startswith("cif")',
+        'match name:\n    case "cifar10":\n        pass',
+    ]
+    for source in found:
+        assert name_branches(ast.parse(source), names), source
+    clean = ['x = REGIMES[name]', 'x = loader.dataset is None', 'x = Regime(name="cifar10")', 'x = suffix == ".csv"',
+             'f(dataset="cifar10")',
+             'x = spec.reads_root and not cfg.root']
+    for source in clean:
+        assert not name_branches(ast.parse(source), names), source

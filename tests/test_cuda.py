@@ -105,3 +105,30 @@ def test_the_device_stage_on_the_gpu_makes_the_cpu_s_batch_and_trains_the_worker
     for key, value in runs["device"].items():
         assert torch.equal(value, runs["again"][key]), f"device_augment is not reproducible on the GPU: {key}"
         assert torch.equal(value, runs["worker"][key]), f"device_augment trains another run on the GPU: {key}"
+
+
+def test_lamb_on_the_gpu_matches_the_cpu():
+    from deit.train.optim import Lamb
+
+    g = torch.Generator().manual_seed(0)
+    weights = [torch.randn(64, 48, generator=g), torch.zeros(16, 8), torch.randn(48, generator=g)]
+    steps = [[torch.randn(w.shape, generator=g) * s for w in weights] for s in (20.0, 0.01, 3.0)]
+    results = []
+    for device in ("cpu", "cuda"):
+        params = [torch.nn.Parameter(w.clone().to(device)) for w in weights]
+        opt = Lamb([{"params": params[:2], "weight_decay": 0.05}, {"params": params[2:], "weight_decay": 0.0}],
+                   lr=0.01, eps=1e-8)
+        for grads in steps:  # the first and last steps clip at the global norm 1.0
+            for p, grad in zip(params, grads, strict=True):
+                p.grad = grad.to(device)
+            opt.step()
+        results.append([p.detach().cpu() for p in params])
+    assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(*results, strict=True))
+
+
+def test_the_deit3_recipe_trains_on_the_gpu_with_a_grad_scaler(tmp_path):
+    recipe = ("optim.name=lamb", "loss.name=bce", "data.three_augment=true", "data.color_jitter=0.3",
+              "data.train_crop=simple", "data.reprob=0", "data.smoothing=0", "amp=fp16")
+    result = train(_cfg(tmp_path / "r", *recipe))
+    final = result.summary["final"]
+    assert 0.0 <= final["top1"] <= 1.0 and final["loss"] == final["loss"]

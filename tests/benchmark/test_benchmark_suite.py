@@ -113,3 +113,31 @@ def test_quick_config_keeps_the_first_model_and_drops_the_teacher_row():
     quick = quick_config(BenchmarkConfig())
     assert quick.models == ("deit_tiny_patch16_224",) and "train+teacher" not in quick.tasks
     assert quick.repeats <= 3 and quick.train_batch_size <= 32
+
+
+def test_compile_wraps_every_contender_alike_and_races_our_eager_model(monkeypatch):
+    # Compiling is replaced by a recorder (a real compile of three models takes minutes on a CPU): what is
+    # checked is the wiring, that ours and HF's twins get the same treatment and our eager model runs beside them.
+    import deit.benchmark.common as common
+
+    wrapped = []
+    monkeypatch.setattr(common, "compile_step", lambda fn: wrapped.append(fn) or fn)
+    config = BenchmarkConfig(
+        models=("deit_tiny_patch16_224",), train_models=("deit_tiny_distilled_patch16_224",), batch_sizes=(2,),
+        train_batch_size=2, repeats=1, train_repeats=1, threads=1, gemm_size=64, model_overrides=TINY,
+        tasks=("inference", "train"), compile=True, attn_impl="math",
+    )
+    header, rows = run_benchmark(config)
+    assert len(wrapped) == 6  # ours, hf-eager, hf-sdpa: inference forward, then training forward + loss
+    for row in rows:
+        assert row.compile and row.ours_eager_img_s > 0
+        assert all(f"{label}: first compiled call" in row.note for label in ("ours", "hf-eager", "hf-sdpa"))
+    assert "compiled/eager" in format_table(rows, header)
+    assert header["attention"].startswith("math")
+
+
+def test_benchmark_rejects_an_unknown_attention_kernel(capsys):
+    assert main(["benchmark", "--attn-impl", "fast", "--tasks", "gemm"]) == 2
+    assert "invalid choice: 'fast'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="'fast' is not one of auto, sdpa, math"):
+        BenchmarkConfig(attn_impl="fast")

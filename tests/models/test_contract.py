@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 import torch
 
-from deit.models import FAMILIES, Classifier, Preprocessing, create_model
+from deit.models import FAMILIES, Classifier, Preprocessing, create_model, get_entry
 from deit.models.contract import (
     classifier_prefixes,
     combine_heads,
@@ -19,7 +19,19 @@ from deit.models.contract import (
     state_dict_num_classes,
     training_outputs,
 )
-from deit.models.registry import NON_STRUCTURAL, family_of, find_entry, list_models
+from deit.models.fusion import _onednn_linear_works, fuse_for_cpu_inference
+from deit.models.registry import family_of, find_entry, list_models, structure
+from deit.models.vit_config import ViTConfig
+
+_VIT = {"patch_size": 8, "embed_dim": 64, "depth": 2, "num_heads": 1}
+# Each option of the ViT (DeiT III's LayerScale, patch-only position embedding, uniform stochastic depth), with
+# and without the distillation token.
+_VIT_OPTIONS = [{"init_values": 1e-4}, {"prefix_pos_embed": False},
+                {"drop_path_schedule": "uniform", "drop_path_rate": 0.1}]
+# ViTConfig fields that are sizes, rates or checked elsewhere: every other field is an option SMALL must set.
+_VIT_NOT_OPTIONS = {"img_size", "patch_size", "in_chans", "num_classes", "embed_dim", "depth", "num_heads",
+                    "mlp_ratio", "drop_rate", "attn_drop_rate", "drop_path_rate", "layer_norm_eps", "qkv_bias",
+                    "dynamic_img_size"}
 
 # family -> [(registered name, config overrides, input size)]: the smallest instance of each registered variant kind.
 SMALL = {
@@ -28,6 +40,8 @@ SMALL = {
         ("deit_tiny_distilled_patch16_224", {"patch_size": 8, "embed_dim": 64, "depth": 2, "num_heads": 1}, 32),
         ("deit_tiny_distilled_patch16_224",
          {"patch_size": 8, "embed_dim": 64, "depth": 1, "num_heads": 1, "head_mode": "cls"}, 32),
+        *[(name, {**_VIT, **option}, 32) for option in _VIT_OPTIONS
+          for name in ("deit_tiny_patch16_224", "deit_tiny_distilled_patch16_224")],
     ],
     "regnet": [("regnety_002", {}, 64)],
     "resnet": [("resnet_digits", {}, 16), ("resnet18", {"widths": (8, 16, 16, 16)}, 64),
@@ -42,6 +56,14 @@ def test_every_registered_family_is_covered():
     assert set(FAMILIES) <= set(SMALL), f"add a small instance of {set(FAMILIES) - set(SMALL)} to SMALL"
     for family in FAMILIES:
         assert list_models(family), f"family {family} has no registered model"
+
+
+def test_every_vit_option_is_covered():
+    options = {f.name for f in dataclasses.fields(ViTConfig)} - _VIT_NOT_OPTIONS
+    defaults = ViTConfig()
+    set_somewhere = {k for _, overrides, _ in SMALL["vit"] for k, v in overrides.items() if v != getattr(defaults, k)}
+    set_somewhere |= {"distilled"}  # the *_distilled_* names
+    assert options <= set_somewhere, f"add a small ViT with {options - set_somewhere} set to SMALL"
 
 
 def _build(name, overrides, size, num_classes=5):
@@ -116,11 +138,27 @@ def test_the_classifier_is_what_its_prefixes_name(family, name, overrides, size)
 def test_family_reads_its_config_back_from_the_weights(family, name, overrides, size):
     model = _build(name, overrides, size)
     inferred = FAMILIES[family].infer_config(model.state_dict())
-    strip = lambda cfg: {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NON_STRUCTURAL}  # noqa: E731
-    assert type(inferred) is type(model.config) and strip(inferred) == strip(model.config)
+    assert type(inferred) is type(model.config) and structure(inferred) == structure(model.config)
     assert inferred.num_classes == 5
     if not overrides:
         assert find_entry(family, model.config).name == name
+
+
+VIT_CASES = [c for c in CASES if c[0] == "vit"]
+
+
+@pytest.mark.skipif(not _onednn_linear_works(), reason="this torch build has no oneDNN fused linear")
+@pytest.mark.parametrize("family, name, overrides, size", VIT_CASES,
+                         ids=[f"{c[1]}-{i}" for i, c in enumerate(VIT_CASES)])
+def test_vit_fused_for_cpu_inference_gives_the_same_logits(family, name, overrides, size):
+    model = _build(name, overrides, size).eval()
+    x = torch.randn(2, 3, size, size)
+    fused = fuse_for_cpu_inference(model)
+    with torch.no_grad():
+        plain, fast = head_outputs(model, x), head_outputs(fused, x)
+    assert tuple(fast) == tuple(plain)
+    for head in plain:
+        torch.testing.assert_close(fast[head], plain[head], atol=1e-5, rtol=1e-5)
 
 
 def test_combine_heads_modes():
@@ -129,3 +167,20 @@ def test_combine_heads_modes():
     assert torch.equal(combine_heads(a, b), torch.tensor([[2.0, 2.0]]))
     with pytest.raises(ValueError, match="head mode"):
         combine_heads(a, b, "max")
+
+
+def test_every_config_field_declares_what_it_is():
+    """Roles live on the fields (deit.models.fields): matching a config to a named model and what a weights-only
+    file loses both read them, so a new field states once whether it is architecture, training or output."""
+    from deit.models.fields import fields_with_role
+
+    for name, family in FAMILIES.items():
+        config = family.config_cls()
+        assert "num_classes" in fields_with_role(config, "output"), name
+        assert {"drop_rate", "drop_path_rate"} <= fields_with_role(config, "training"), name
+        skipped = fields_with_role(config, "training", "output")
+        assert not skipped & set(structure(config)), name
+    vit = get_entry("deit_tiny_patch16_224").config
+    layer_scale = structure(dataclasses.replace(vit, init_values=1e-4))
+    assert layer_scale == structure(dataclasses.replace(vit, init_values=1e-6)) and layer_scale != structure(vit)
+    assert structure(dataclasses.replace(vit, drop_path_rate=0.3, num_classes=7)) == structure(vit)

@@ -1,3 +1,8 @@
+import os
+import subprocess
+import sys
+from dataclasses import replace as dataclass_replace
+
 import pytest
 import torch
 from torch import nn
@@ -144,3 +149,211 @@ def test_create_model_by_name_alias_and_overrides():
         create_model("deit_tiny_patch16_224", deptj=2)
     with pytest.raises(ValueError, match="did you mean"):
         create_model("deit_tiny_patch16_22")
+
+
+# ------------------------------------------------------------------------------ DeiT III options (seams issue)
+def reference_forward(sd: dict, cfg: ViTConfig, x: torch.Tensor) -> torch.Tensor:
+    """The ViT written from its definition and the key layout alone (explicit softmax attention, no deit code):
+    LayerScale when ``blocks.{i}.ls1.gamma`` exists; position embedding on every token, or on the patch tokens
+    only (``prefix_pos_embed=False``: the prefix tokens get none). Returns the class head's logits."""
+    f = nn.functional
+    d, heads = cfg.embed_dim, cfg.num_heads
+    tokens = f.conv2d(x, sd["patch_embed.proj.weight"], sd["patch_embed.proj.bias"], stride=cfg.patch_size)
+    tokens = tokens.flatten(2).transpose(1, 2)
+    prefix = [sd["cls_token"], *([sd["dist_token"]] if cfg.distilled else [])]
+    prefix = torch.cat([t.expand(x.shape[0], -1, -1) for t in prefix], dim=1)
+    if cfg.prefix_pos_embed:
+        h = torch.cat([prefix, tokens], dim=1) + sd["pos_embed"]
+    else:
+        h = torch.cat([prefix, tokens + sd["pos_embed"]], dim=1)
+    for i in range(cfg.depth):
+        p = f"blocks.{i}."
+
+        def ln(t, name, p=p):
+            return f.layer_norm(t, (d,), sd[p + name + ".weight"], sd[p + name + ".bias"], eps=cfg.layer_norm_eps)
+
+        def scale(t, name, p=p):
+            return t * sd[p + name + ".gamma"] if p + name + ".gamma" in sd else t
+
+        b, n, _ = h.shape
+        qkv = f.linear(ln(h, "norm1"), sd[p + "attn.qkv.weight"], sd.get(p + "attn.qkv.bias"))
+        q, k, v = qkv.view(b, n, 3, heads, d // heads).permute(2, 0, 3, 1, 4)
+        attn = ((q @ k.transpose(-2, -1)) * (d // heads) ** -0.5).softmax(-1)
+        out = (attn @ v).transpose(1, 2).reshape(b, n, d)
+        h = h + scale(f.linear(out, sd[p + "attn.proj.weight"], sd[p + "attn.proj.bias"]), "ls1")
+        m = f.gelu(f.linear(ln(h, "norm2"), sd[p + "mlp.fc1.weight"], sd[p + "mlp.fc1.bias"]))
+        h = h + scale(f.linear(m, sd[p + "mlp.fc2.weight"], sd[p + "mlp.fc2.bias"]), "ls2")
+    h = f.layer_norm(h, (d,), sd["norm.weight"], sd["norm.bias"], eps=cfg.layer_norm_eps)
+    return f.linear(h[:, 0], sd["head.weight"], sd["head.bias"])
+
+
+def randomise_gammas(model: VisionTransformer) -> None:
+    """Trained-like LayerScale (the init value, 1e-4, would hide the branches from any comparison)."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("gamma"):
+                p.uniform_(-1.5, 1.5)
+
+
+@pytest.mark.parametrize("distilled", [False, True])
+@pytest.mark.parametrize("init_values", [None, 1e-4])
+@pytest.mark.parametrize("prefix_pos_embed", [True, False])
+def test_forward_matches_a_hand_written_vit_for_each_option(distilled, init_values, prefix_pos_embed):
+    model = tiny(distilled, init_values=init_values, prefix_pos_embed=prefix_pos_embed).eval()
+    with torch.no_grad():
+        model.pos_embed.normal_()  # large position embeddings: a row added to the wrong token cannot hide
+    randomise_gammas(model)
+    model.set_head_mode("cls") if distilled else None
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference_forward(model.state_dict(), model.config, x),
+                                   atol=1e-5, rtol=1e-5)
+
+
+def test_layer_scale_keys_init_value_and_absence_by_default():
+    model = tiny(init_values=1e-4)
+    gammas = {k: v for k, v in model.state_dict().items() if ".ls" in k}
+    assert sorted(gammas) == [f"blocks.{i}.ls{j}.gamma" for i in range(2) for j in (1, 2)]
+    assert all(v.shape == (32,) and torch.all(v == 1e-4) for v in gammas.values())
+    assert all(p.requires_grad for n, p in model.named_parameters() if n.endswith("gamma"))
+    plain = tiny()
+    assert not any(".ls" in k for k in plain.state_dict()) and plain.blocks[0].ls1 is None
+    assert sorted(plain.state_dict()) == sorted(k for k in model.state_dict() if ".ls" not in k)
+    with pytest.raises(ValueError, match="init_values"):
+        ViTConfig(init_values="small")
+
+
+def test_layer_scale_does_not_move_the_other_parameters_init():
+    # LayerScale draws no random numbers: every other weight is the one DeiT's model gets from the same seed.
+    torch.manual_seed(3)
+    plain = tiny().state_dict()
+    torch.manual_seed(3)
+    scaled = tiny(init_values=0.1).state_dict()
+    assert all(torch.equal(scaled[k], v) for k, v in plain.items())
+
+
+@pytest.mark.parametrize("distilled", [False, True])
+def test_patch_only_pos_embed_leaves_the_prefix_tokens_without_position(distilled):
+    model = tiny(distilled, prefix_pos_embed=False).eval()
+    assert model.pos_embed.shape == (1, 16, 32) and model.config.pos_embed_prefix_tokens == 0
+    assert model.config.num_tokens == model.num_prefix_tokens + 16  # the sequence still has its prefix
+    tokens = model.embed(torch.zeros(1, 3, 32, 32))
+    prefix = model.num_prefix_tokens
+    assert tokens.shape == (1, prefix + 16, 32)
+    torch.testing.assert_close(tokens[0, 0], model.cls_token[0, 0])
+    if distilled:
+        torch.testing.assert_close(tokens[0, 1], model.dist_token[0, 0])
+    # Zero image: the patch tokens are the conv bias plus their own rows of pos_embed.
+    torch.testing.assert_close(tokens[0, prefix:], model.patch_embed.proj.bias + model.pos_embed[0])
+
+
+def test_drop_path_schedules():
+    assert [b.drop_path1.drop_prob for b in tiny(drop_path_rate=0.3, depth=4).blocks] == pytest.approx(
+        [0.0, 0.1, 0.2, 0.3])
+    uniform = tiny(drop_path_rate=0.3, depth=4, drop_path_schedule="uniform")
+    assert [(b.drop_path1.drop_prob, b.drop_path2.drop_prob) for b in uniform.blocks] == [(0.3, 0.3)] * 4
+    assert tiny(drop_path_rate=0.3, depth=1, drop_path_schedule="uniform").blocks[0].drop_path1.drop_prob == 0.3
+    with pytest.raises(ValueError, match=r"drop_path_schedule 'cosine' is not one of \('linear', 'uniform'\)"):
+        ViTConfig(drop_path_schedule="cosine")
+
+
+@pytest.mark.parametrize("prefix_pos_embed", [True, False])
+def test_other_resolution_with_each_pos_embed_kind(prefix_pos_embed, tmp_path):
+    from deit import create_model as create_with_weights
+    from deit.checkpoints import save_checkpoint
+
+    model = tiny(prefix_pos_embed=prefix_pos_embed).eval()
+    rows = model.config.pos_embed_prefix_tokens
+    x = torch.randn(1, 3, 48, 48)
+    dyn = tiny(prefix_pos_embed=prefix_pos_embed, dynamic_img_size=True).eval()
+    dyn.load_state_dict(model.state_dict())
+    resized = tiny(prefix_pos_embed=prefix_pos_embed).eval()
+    resized.load_state_dict(model.state_dict())
+    resized.set_img_size(48)
+    assert resized.pos_embed.shape == (1, rows + 36, 32)
+    expected = resample_pos_embed(model.pos_embed.data, (6, 6), num_prefix_tokens=rows)
+    torch.testing.assert_close(resized.pos_embed.data, expected)
+    if not prefix_pos_embed:  # every row is a grid position: all of them are resampled
+        grid = model.pos_embed.data.reshape(1, 4, 4, 32).permute(0, 3, 1, 2)
+        ref = nn.functional.interpolate(grid, size=(6, 6), mode="bicubic", align_corners=False)
+        torch.testing.assert_close(expected, ref.permute(0, 2, 3, 1).reshape(1, 36, 32))
+    torch.testing.assert_close(dyn(x), resized(x))
+    # Fine-tuning from a file: built at the named model's 224 px, the weights are resampled 4x4 -> 14x14 on
+    # loading, then to the 6x6 asked for.
+    path = save_checkpoint(model, tmp_path / "m.safetensors")
+    finetuned = create_with_weights("deit_tiny_distilled_patch16_224", pretrained=path, img_size=48, embed_dim=32,
+                                    patch_size=8, depth=2, num_heads=2, prefix_pos_embed=prefix_pos_embed)
+    at_224 = resample_pos_embed(model.pos_embed.data, (28, 28), num_prefix_tokens=rows)
+    torch.testing.assert_close(finetuned.pos_embed.data, resample_pos_embed(at_224, (6, 6), num_prefix_tokens=rows))
+
+
+@pytest.mark.parametrize("option", [{"init_values": 1e-4}, {"prefix_pos_embed": False}, {"init_values": 0.5,
+                                    "prefix_pos_embed": False}, {"drop_path_schedule": "uniform"}, {}])
+@pytest.mark.parametrize("distilled", [False, True])
+def test_config_inference_round_trip_for_each_option(option, distilled):
+    from deit.models.vit_config import INFERRED_INIT_VALUES, infer_config
+
+    model = tiny(distilled, drop_path_rate=0.1, **option).eval()
+    randomise_gammas(model)
+    cfg = infer_config(model.state_dict())
+    assert cfg.prefix_pos_embed == model.config.prefix_pos_embed and cfg.distilled == distilled
+    assert cfg.init_values == (None if model.config.init_values is None else INFERRED_INIT_VALUES)
+    assert cfg.img_size == 32 and cfg.drop_path_schedule == "linear"  # a training setting: not in the weights
+    rebuilt = VisionTransformer(dataclass_replace(cfg, num_heads=2)).eval()
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), model(x))
+
+
+def test_pos_embed_that_fits_no_layout_is_declined_with_the_reason():
+    from deit.checkpoints.errors import UnknownLayoutError
+    from deit.checkpoints.infer import infer_architecture
+    from deit.models.vit_config import infer_config
+
+    sd = dict(tiny(distilled=True).state_dict())
+    sd["pos_embed"] = sd["pos_embed"][:, :17]  # 2 prefix rows + 15: neither 2 + k*k nor k*k
+    with pytest.raises(ValueError, match="pos_embed has 17 rows: neither 2 row"):
+        infer_config(sd)
+    with pytest.raises(UnknownLayoutError, match=r"matches no architecture family.*vit: pos_embed has 17 rows"):
+        infer_architecture(sd)
+
+
+def test_convert_cli_reports_the_deit3_options_and_why_a_pos_embed_cannot_be_read(tmp_path):
+    from deit.checkpoints import load_checkpoint
+
+    model = tiny(distilled=False, init_values=1e-4, prefix_pos_embed=False).eval()
+    randomise_gammas(model)
+    torch.save(model.state_dict(), tmp_path / "deit3.pth")  # a timm-layout file: nothing but the weights
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    deit = [sys.executable, "-m", "deit", "convert"]
+    run = subprocess.run([*deit, str(tmp_path / "deit3.pth"), str(tmp_path / "ours.safetensors"), "--num-heads", "2"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "LayerScale, pos_embed on the patch tokens only" in run.stdout
+    loaded = load_checkpoint(tmp_path / "ours.safetensors")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+    sd = model.state_dict()
+    torch.save({**sd, "pos_embed": sd["pos_embed"][:, :15]}, tmp_path / "bad.pth")
+    run = subprocess.run([*deit, str(tmp_path / "bad.pth"), str(tmp_path / "x.safetensors")],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr
+    assert "vit: pos_embed has 15 rows: neither 1 row(s) for the cls token plus a square patch grid" in run.stderr
+
+
+def test_train_config_sets_the_deit3_options_as_typed_on_the_command_line():
+    from deit.runtime.typedconfig import ConfigError
+    from deit.train.components import build_student
+    from deit.train.presets import load_config
+
+    # YAML 1.1 reads 1e-4 as a string: it reaches the model as the number it means.
+    cfg = load_config("digits-deit-distilled", ["model.args.init_values=1e-4", "model.args.prefix_pos_embed=false",
+                                                "model.args.drop_path_schedule=uniform", "model.drop_path=0.2"])
+    student = build_student(cfg, 10)
+    c = student.config
+    assert (c.init_values, c.prefix_pos_embed, c.drop_path_schedule) == (1e-4, False, "uniform")
+    assert {b.drop_path1.drop_prob for b in student.blocks} == {0.2}
+    with pytest.raises(ConfigError, match=r"model.args.drop_path_schedule='cosine' is not one of linear, uniform"):
+        load_config("digits-deit-distilled", ["model.args.drop_path_schedule=cosine"])

@@ -3,7 +3,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from deit.reproduce import DEFAULT_REGIME
 from deit.reproduce.methods import get_method
@@ -46,3 +51,61 @@ def test_default_workers_leave_one_core_per_thread(monkeypatch):
     assert study.default_workers(DEFAULT_REGIME) == 8  # the presets' threads: 1
     assert study.default_workers(replace(DEFAULT_REGIME, student=("threads=4",))) == 2
     assert study.default_workers(replace(DEFAULT_REGIME, student=("threads=null",))) == 1  # torch's own: all cores
+
+
+# ---- regimes are named for what they are; data.root decides the format
+def _jpeg_folders(root: Path) -> Path:
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for name in ("cat", "dog"):
+            (root / split / name).mkdir(parents=True)
+            Image.new("RGB", (32, 32)).save(root / split / name / "0.jpg")
+    return root
+
+
+def test_the_cifar10_regime_reads_what_its_root_holds(tmp_path):
+    from deit.reproduce.regime import CIFAR_REGIME, regime_named
+
+    assert regime_named("cifar10") is CIFAR_REGIME and regime_named("digits") is DEFAULT_REGIME
+    regime = regime_named("cifar10").with_user_settings(root=str(_jpeg_folders(tmp_path / "jpegs")))
+    assert (regime.name, regime.dataset, regime.teacher_preset) == ("cifar10", "imagefolder", "cifar10-convnet-teacher")
+    assert "data.dataset=imagefolder" in regime.data_overrides()
+    cfg = method_config(get_method("deit-none"), regime, seed=0, epochs=1, run_dir=Path("unused"))
+    assert cfg.data.dataset == "imagefolder" and cfg.data.img_size == 32
+    # Without a root: the archive (downloaded once when a run needs it).
+    assert regime_named("cifar10").with_user_settings().dataset == "cifar10"
+    with pytest.raises(ValueError, match="regime 'imagefolder': the study has the regimes digits, cifar10"):
+        regime_named("imagefolder")
+
+
+def test_a_study_saved_before_regimes_had_names_resumes_with_its_regime():
+    from dataclasses import asdict
+
+    from deit.reproduce.regime import CIFAR_REGIME, regime_from_dict
+
+    for former, regime in (("digits", DEFAULT_REGIME), ("imagefolder", CIFAR_REGIME), ("cifar10", CIFAR_REGIME)):
+        saved = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(regime).items()
+                 if k not in ("name", "teacher_preset", "student_preset")}
+        back = regime_from_dict({**saved, "dataset": former, "root": "/data"})
+        assert (back.name, back.student_preset, back.dataset) == (regime.name, regime.student_preset, former)
+        assert back.common == regime.common
+    assert regime_from_dict(asdict(CIFAR_REGIME)) == CIFAR_REGIME
+
+
+def test_dataset_is_the_former_spelling_of_regime(tmp_path):
+    def deit(*args):
+        return subprocess.run([sys.executable, "-m", "deit", "reproduce", *args], cwd=Path(__file__).parents[2],
+                              env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=120)
+
+    refused = deit("--dataset", "imagefolder", "--root", str(tmp_path))
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
+    assert "--dataset is now --regime (digits, cifar10)" in refused.stderr
+    assert "use --regime cifar10 --root DIR" in refused.stderr
+    # A regime's name still works, with a note; here the study then stops at the output that holds one already.
+    (tmp_path / "study.json").write_text("{}")
+    noted = deit("--dataset", "digits", "--seeds", "0", "--epochs", "1", "--output", str(tmp_path))
+    assert noted.returncode == 2 and "note: --dataset is deprecated: use --regime digits" in noted.stderr
+    assert "already holds a study" in noted.stderr
+    missing = deit("--regime", "cifar10", "--root", str(tmp_path / "nope"), "--output", str(tmp_path / "out"))
+    assert missing.returncode == 2 and "does not exist" in missing.stderr and not (tmp_path / "out").exists()

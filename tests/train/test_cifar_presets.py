@@ -68,7 +68,7 @@ def test_presets_train_on_a_tiny_folder_and_distil_from_the_teacher(folder, tmp_
 @pytest.mark.slow
 def test_the_study_runs_on_an_image_folder(folder, tmp_path):
     out = tmp_path / "study"
-    assert main(["reproduce", "--dataset", "imagefolder", "--root", str(folder), "--train-per-class", "4",
+    assert main(["reproduce", "--regime", "cifar10", "--root", str(folder), "--train-per-class", "4",
                  "--seeds", "0", "--epochs", "1", "--workers", "1", "--output", str(out),
                  "--set", "data.batch_size=4", "data.num_workers=0", *PINNED,
                  "--student-set", "model.args.embed_dim=32", "model.args.depth=1", "model.args.num_heads=2"]) == 0

@@ -117,3 +117,12 @@ def test_train_eval_plot_and_finetune_with_distillation(tmp_path, capsys):
     assert main(["plot", str(run)]) == 0
     for name in ("loss.png", "lr.png", "top1.png"):
         assert (run / "plots" / name).stat().st_size > 1000
+
+
+def test_overrides_after_a_flag_are_overrides(capsys):
+    """`deit train --config X --dry-run epochs=3`: key=value words after a flag count as overrides."""
+    assert main(["train", "--config", "cifar10-deit", "--dry-run", "epochs=3", "seed=7"]) == 0
+    out = capsys.readouterr().out
+    assert "\nepochs: 3\n" in out and "\nseed: 7\n" in out
+    assert main(["train", "--config", "cifar10-deit", "--dry-run", "--bogus"]) == 2
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err

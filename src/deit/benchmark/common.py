@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -12,7 +13,9 @@ from torch import nn
 from deit.benchmark.gemm import DTYPES, bf16_supported, datasheet_tflops
 from deit.benchmark.report import Row
 from deit.benchmark.timing import Samples
-from deit.models import create_model, measure
+from deit.models import create_model, measure, set_attn_impl
+from deit.models.attention import check_attn_impl
+from deit.train.compiling import compile_step
 
 TASKS: tuple[str, ...] = ("gemm", "inference", "train", "train+teacher", "train+cache", "data")
 
@@ -28,6 +31,7 @@ class BenchmarkConfig:
     dtype: str = "fp32"
     device: str = "cpu"
     compile: bool = False
+    attn_impl: str = "auto"  # our model's attention kernel (deit.models.attention); HF's twins run both of theirs
     tasks: tuple[str, ...] = TASKS
     repeats: int = 5  # timed rounds per inference figure
     train_repeats: int = 3  # timed rounds per training figure
@@ -49,6 +53,10 @@ class BenchmarkConfig:
         unknown = [t for t in self.tasks if t not in TASKS]
         if unknown:
             problems.append(f"unknown tasks {unknown}; choose from {list(TASKS)}")
+        try:
+            check_attn_impl(self.attn_impl)
+        except ValueError as exc:
+            problems.append(str(exc))
         if any(b < 1 for b in (*self.batch_sizes, self.train_batch_size)):
             problems.append("batch sizes must be positive")
         if min(self.repeats, self.train_repeats) < 1 or self.warmup < 0:
@@ -93,8 +101,11 @@ def model_overrides(config: BenchmarkConfig) -> dict[str, object]:
 
 
 def build(name: str, config: BenchmarkConfig, device: torch.device) -> nn.Module:
-    """The model exactly as ``create_model`` returns it (plus the config's overrides), on ``device``."""
-    return create_model(name, **model_overrides(config)).to(device)
+    """The model exactly as ``create_model`` returns it (plus the config's overrides, and its attention kernel set
+    to ``config.attn_impl``), on ``device``."""
+    model = create_model(name, **model_overrides(config)).to(device)
+    set_attn_impl(model, config.attn_impl)
+    return model
 
 
 def input_size(model: nn.Module) -> int:
@@ -115,8 +126,51 @@ def autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextMana
     return torch.autocast(device.type, dtype=DTYPES[dtype])
 
 
+class Compiled:
+    """``fn`` for a contender under ``--compile``: called eagerly once (our model probes its attention there, as a
+    compiled training run's eager steps do), then compiled exactly as training compiles its step
+    (``deit.train.compiling.compile_step``), for ours and HF's alike. Records what the first compiled call cost:
+    its seconds, the graphs dynamo made and the graph breaks it hit."""
+
+    def __init__(self, fn: Callable) -> None:
+        self.eager, self.compiled, self.calls = fn, compile_step(fn), 0
+        self.compile_s: float | None = None
+        self.graphs = self.graph_breaks = 0
+
+    def __call__(self, *args: object) -> object:
+        self.calls += 1
+        if self.calls == 1:
+            return self.eager(*args)
+        if self.calls > 2:
+            return self.compiled(*args)
+        graphs, breaks = _dynamo_counts()
+        start = time.perf_counter()
+        out = self.compiled(*args)
+        self.compile_s = time.perf_counter() - start
+        after = _dynamo_counts()
+        self.graphs, self.graph_breaks = after[0] - graphs, after[1] - breaks
+        return out
+
+    def describe(self) -> str:
+        return f"first compiled call {self.compile_s:.1f} s, {self.graphs} graph(s), {self.graph_breaks} break(s)"
+
+
+def _dynamo_counts() -> tuple[int, int]:
+    """(graphs compiled so far, graph breaks so far) in this process."""
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"], sum(counters["graph_break"].values())
+
+
 def maybe_compile(fn: Callable, config: BenchmarkConfig) -> Callable:
-    return torch.compile(fn) if config.compile else fn
+    """``fn`` itself, or under ``config.compile`` a :class:`Compiled` of it."""
+    return Compiled(fn) if config.compile else fn
+
+
+def compile_note(compiled: dict[str, object]) -> str:
+    """What compiling cost each contender (empty when nothing was compiled)."""
+    parts = [f"{label}: {c.describe()}" for label, c in compiled.items() if isinstance(c, Compiled) and c.compile_s]
+    return "compile: " + "; ".join(parts) if parts else ""
 
 
 @contextlib.contextmanager
@@ -182,9 +236,11 @@ def fill_figures(
 __all__ = [
     "TASKS",
     "BenchmarkConfig",
+    "Compiled",
     "Throughput",
     "autocast",
     "build",
+    "compile_note",
     "device_name",
     "fill_figures",
     "forward_gflop",

@@ -41,6 +41,7 @@ class Row:
     peer_peak_mem_mb: float | None = None
     memory: str | None = None  # what the peak memory figures measure
     peer_max_abs_diff: float | None = None  # logits of the peer minus ours, same weights, same input
+    ours_eager_img_s: float | None = None  # with --compile: our eager model in the same rounds
     note: str = ""
 
     def to_dict(self) -> dict:
@@ -96,6 +97,8 @@ def format_table(rows: list[Row], header: dict) -> str:
         "% GEMM: achieved FLOP/s over the GEMM timed in the same rounds, peer in brackets; peak MB: ours (peer)."
     )
     lines.append(FLOPS_CONVENTION)
+    lines += [f"note [{r.task} {r.model}]: ours eager {r.ours_eager_img_s:.1f} img/s, compiled/eager "
+              f"{r.ours_img_s / r.ours_eager_img_s:.2f}x" for r in rows if r.ours_eager_img_s and r.ours_img_s]
     lines += [f"note [{r.task} {r.model}]: {r.note}" for r in rows if r.note]
     return "\n".join(lines)
 

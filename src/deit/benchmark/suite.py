@@ -17,6 +17,7 @@ from deit.benchmark.peers import transformers_version
 from deit.benchmark.report import Row
 from deit.benchmark.timing import race
 from deit.benchmark.training import bench_training
+from deit.models.attention import describe_choices
 
 
 def quick_config(config: BenchmarkConfig) -> BenchmarkConfig:
@@ -93,6 +94,7 @@ def run_benchmark(config: BenchmarkConfig, progress: Callable[[str], None] | Non
         if "data" in config.tasks:
             say("data")
             rows.append(bench_data(config))
+        header["attention"] = f"{config.attn_impl}; chosen: {describe_choices()}"
     return header, rows
 
 

@@ -22,6 +22,7 @@ from deit.benchmark.common import (
     BenchmarkConfig,
     autocast,
     build,
+    compile_note,
     fill_figures,
     forward_gflop,
     input_size,
@@ -40,7 +41,7 @@ from deit.train.loss import DistillationObjective
 from deit.train.optim import build_optimizer
 from deit.train.teacher_cache import CachedTeacher, CacheMeta, encode, write_meta, write_part
 
-OURS, GEMM = "ours", "gemm"
+OURS, OURS_EAGER, GEMM = "ours", "ours-eager", "gemm"
 
 
 TEACHER_TASKS = {"train": "precomputed", "train+teacher": "live", "train+cache": "cache"}
@@ -54,15 +55,21 @@ def make_step(
     target: torch.Tensor,
     teacher_logits: Callable[[], torch.Tensor],
     dtype: str,
+    wrap: Callable[[Callable], Callable] | None = None,
 ) -> Callable[[], None]:
     """One optimisation step on a fixed batch; ``teacher_logits()`` gives the teacher's outputs for it (computed,
-    read from a cache, or precomputed)."""
+    read from a cache, or precomputed). ``wrap`` (e.g. ``Compiled``) wraps forward + loss, what a training run
+    compiles: the same part of every contender's step."""
     optimizer = build_optimizer(OptimConfig(), model, lr=5e-4)
 
+    def loss_of(images: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        with autocast(images.device, dtype):
+            return criterion(forward(images), labels, logits)
+
+    loss_fn = wrap(loss_of) if wrap is not None else loss_of
+
     def step() -> None:
-        logits = teacher_logits()
-        with autocast(x.device, dtype):
-            loss = criterion(forward(x), target, logits)
+        loss = loss_fn(x, target, teacher_logits())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -113,21 +120,33 @@ def bench_training(name: str, config: BenchmarkConfig, device: torch.device, pee
         fixed = teacher(x)
         teacher_logits = lambda: fixed  # noqa: E731
 
-    def step_of(module: nn.Module, forward: Callable[[torch.Tensor], object]) -> Callable[[], None]:
-        return make_step(module, maybe_compile(forward, config), criterion, x, target, teacher_logits, config.dtype)
+    wrapped: dict[str, Callable] = {}
 
-    contenders = {OURS: step_of(model, model.forward_heads)}
+    def step_of(label: str, module: nn.Module, forward: Callable[[torch.Tensor], object]) -> Callable[[], None]:
+        def wrap(fn: Callable) -> Callable:
+            wrapped[label] = maybe_compile(fn, config)
+            return wrapped[label]
+
+        return make_step(module, forward, criterion, x, target, teacher_logits, config.dtype, wrap)
+
+    contenders = {OURS: step_of(OURS, model, model.forward_heads)}
+    if config.compile:  # the compiled step against the eager one, in the same rounds
+        contenders[OURS_EAGER] = make_step(model, model.forward_heads, criterion, x, target, teacher_logits,
+                                           config.dtype)
     twins = load_twins(model, device, x[:2]) if peer else []
     for twin in twins:
-        contenders[twin.label] = step_of(twin.module, twin.heads)
-    modules = {OURS: model, **{t.label: t.module for t in twins}}
-    # Warm-up, then one more untimed step each for its peak memory: optimizer state allocated before, gradients
-    # (dropped first, so that the step allocates them anew) counted in.
+        contenders[twin.label] = step_of(twin.label, twin.module, twin.heads)
+    modules = {OURS: model, OURS_EAGER: model, **{t.label: t.module for t in twins}}
+    # Warm-up (with --compile: the eager call, then the compiling one), then one more untimed step each for its
+    # peak memory: optimizer state allocated before, gradients (dropped first, so that the step allocates them
+    # anew) counted in.
     for _ in range(max(config.warmup, 2) if config.compile else config.warmup):
         for step in contenders.values():
             step()
     memory = {}
     for label, step in contenders.items():
+        if label == OURS_EAGER:
+            continue
         for p in modules[label].parameters():
             p.grad = None
         memory[label] = peak_memory_mb(step, device)
@@ -144,9 +163,11 @@ def bench_training(name: str, config: BenchmarkConfig, device: torch.device, pee
     row = Row(
         task=task, model=name, batch=batch, dtype=config.dtype, device=device.type, compile=config.compile,
         gflop_per_image=gflop, ours_peak_mem_mb=memory[OURS][0], memory=memory[OURS][1],
-        note=f"teacher {config.teacher_name}: {how}",
+        note="; ".join(filter(None, [f"teacher {config.teacher_name}: {how}", compile_note(wrapped)])),
     )
     fill_figures(row, samples, OURS, [t.label for t in twins], (GEMM, gemm_flop), device)
+    if config.compile:
+        row.ours_eager_img_s = batch / samples[OURS_EAGER].median
     if twins:
         row.peer_peak_mem_mb = memory[row.peer][0]
         row.peer_max_abs_diff = max(t.max_abs_diff for t in twins)

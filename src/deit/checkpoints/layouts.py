@@ -172,54 +172,55 @@ def _from_openmmlab(state_dict: Mapping[str, torch.Tensor]) -> Converted:
 
 
 # --------------------------------------------------------------------------------------- HF transformers
-_HF_EMBED_RULES = [
-    (r"^embeddings\.cls_token$", "cls_token"),
-    (r"^embeddings\.distillation_token$", "dist_token"),
-    (r"^embeddings\.position_embeddings$", "pos_embed"),
-    (r"^embeddings\.patch_embeddings\.projection\.", "patch_embed.proj."),
-    (r"^embeddings\.mask_token$", None),  # masked-image-modelling only
-    (r"^layernorm\.", "norm."),
-    (r"^pooler\.", None),  # DeiTModel(add_pooling_layer=True): no DeiT counterpart
-]
-_HF_LEGACY_RULES = _rules(
-    _HF_EMBED_RULES
-    + [
-        (r"^encoder\.layer\.(\d+)\.layernorm_before\.", r"blocks.\1.norm1."),
-        (r"^encoder\.layer\.(\d+)\.layernorm_after\.", r"blocks.\1.norm2."),
-        (r"^encoder\.layer\.(\d+)\.attention\.attention\.query\.", r"blocks.\1.attn.q."),
-        (r"^encoder\.layer\.(\d+)\.attention\.attention\.key\.", r"blocks.\1.attn.k."),
-        (r"^encoder\.layer\.(\d+)\.attention\.attention\.value\.", r"blocks.\1.attn.v."),
-        (r"^encoder\.layer\.(\d+)\.attention\.output\.dense\.", r"blocks.\1.attn.proj."),
-        (r"^encoder\.layer\.(\d+)\.intermediate\.dense\.", r"blocks.\1.mlp.fc1."),
-        (r"^encoder\.layer\.(\d+)\.output\.dense\.", r"blocks.\1.mlp.fc2."),
+# The one table of HF names: canonical name (or prefix) -> (transformers <= 4.x name, 5.x name). Reading builds its
+# rename rules from it and writing maps through it, so the two directions cannot drift apart. Inside a block the
+# canonical q/k/v are the three row blocks of the fused qkv projection.
+_HF_EMBED_NAMES = {
+    "cls_token": "embeddings.cls_token",
+    "dist_token": "embeddings.distillation_token",
+    "pos_embed": "embeddings.position_embeddings",
+    "patch_embed.proj.": "embeddings.patch_embeddings.projection.",
+    "norm.": "layernorm.",
+}
+_HF_BLOCKS = {"hf-legacy": "encoder.layer", "hf-v5": "layers"}
+_HF_BLOCK_NAMES = {
+    "norm1.": ("layernorm_before.", "layernorm_before."),
+    "norm2.": ("layernorm_after.", "layernorm_after."),
+    "attn.q.": ("attention.attention.query.", "attention.q_proj."),
+    "attn.k.": ("attention.attention.key.", "attention.k_proj."),
+    "attn.v.": ("attention.attention.value.", "attention.v_proj."),
+    "attn.proj.": ("attention.output.dense.", "attention.o_proj."),
+    "mlp.fc1.": ("intermediate.dense.", "mlp.fc1."),
+    "mlp.fc2.": ("output.dense.", "mlp.fc2."),
+}
+# HF classes' heads: DeiTForImageClassificationWithTeacher ("teacher"), DeiT/ViTForImageClassification ("single").
+_HF_HEAD_NAMES = {"teacher": {"head.": "cls_classifier.", "head_dist.": "distillation_classifier."},
+                  "single": {"head.": "classifier."}, "none": {}}
+# HF tensors with no DeiT counterpart: the masked-image-modelling token, DeiTModel's pooler.
+_HF_ONLY = ("embeddings.mask_token", "pooler.")
+
+
+def _hf_body_rules(layout: str) -> list[tuple[re.Pattern, str | None]]:
+    column = 0 if layout == "hf-legacy" else 1
+    blocks = re.escape(_HF_BLOCKS[layout])
+    pairs: list[tuple[str, str | None]] = [
+        (f"^{re.escape(theirs)}{'' if theirs.endswith('.') else '$'}", ours) for ours, theirs in _HF_EMBED_NAMES.items()
     ]
-)
-_HF_V5_RULES = _rules(
-    _HF_EMBED_RULES
-    + [
-        (r"^layers\.(\d+)\.layernorm_before\.", r"blocks.\1.norm1."),
-        (r"^layers\.(\d+)\.layernorm_after\.", r"blocks.\1.norm2."),
-        (r"^layers\.(\d+)\.attention\.q_proj\.", r"blocks.\1.attn.q."),
-        (r"^layers\.(\d+)\.attention\.k_proj\.", r"blocks.\1.attn.k."),
-        (r"^layers\.(\d+)\.attention\.v_proj\.", r"blocks.\1.attn.v."),
-        (r"^layers\.(\d+)\.attention\.o_proj\.", r"blocks.\1.attn.proj."),
-        (r"^layers\.(\d+)\.mlp\.fc1\.", r"blocks.\1.mlp.fc1."),
-        (r"^layers\.(\d+)\.mlp\.fc2\.", r"blocks.\1.mlp.fc2."),
-    ]
-)
-_HF_HEAD_RULES = _rules(
-    [
-        (r"^cls_classifier\.", "head."),
-        (r"^distillation_classifier\.", "head_dist."),
-        (r"^classifier\.", "head."),
-    ]
-)
+    pairs += [(f"^{blocks}\\.(\\d+)\\.{re.escape(names[column])}", f"blocks.\\1.{ours}")
+              for ours, names in _HF_BLOCK_NAMES.items()]
+    pairs += [(f"^{re.escape(name)}", None) for name in _HF_ONLY]
+    return _rules(pairs)
+
+
+_HF_BODY_RULES = {layout: _hf_body_rules(layout) for layout in _HF_BLOCKS}
+_HF_HEAD_RULES = _rules([(f"^{re.escape(theirs)}", ours) for heads in ("teacher", "single")
+                         for ours, theirs in _HF_HEAD_NAMES[heads].items()])
 _QKV = re.compile(r"^blocks\.(\d+)\.attn\.([qkv])\.(weight|bias)$")
 
 
 def _from_hf(state_dict: Mapping[str, torch.Tensor], layout: str) -> Converted:
     prefix = _hf_prefix(set(state_dict)) or ""
-    body_rules = _HF_LEGACY_RULES if layout == "hf-legacy" else _HF_V5_RULES
+    body_rules = _HF_BODY_RULES[layout]
     out: dict[str, torch.Tensor] = {}
     parts: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
     bad: list[str] = []
@@ -271,68 +272,44 @@ def _from_hf(state_dict: Mapping[str, torch.Tensor], layout: str) -> Converted:
 def from_canonical_hf(
     state_dict: Mapping[str, torch.Tensor], *, layout: str = "v5", prefix: str = "deit", heads: str = "teacher"
 ) -> dict[str, torch.Tensor]:
-    """Canonical ViT keys -> HF transformers keys.
+    """Canonical ViT keys -> HF transformers keys, through the table reading uses.
 
     layout: "v5" (transformers 5.x) or "legacy" (<= 4.x); prefix: "deit" or "vit"; heads: "teacher"
     (cls_classifier + distillation_classifier), "single" (classifier on the class token) or "none".
     """
     if layout not in ("v5", "legacy"):
         raise ValueError(f"HF layout must be 'v5' or 'legacy', got {layout!r}")
+    column, blocks = (1, _HF_BLOCKS["hf-v5"]) if layout == "v5" else (0, _HF_BLOCKS["hf-legacy"])
     p = f"{prefix}." if prefix else ""
-    if layout == "v5":
-        block_map = {
-            "norm1.": "layernorm_before.",
-            "norm2.": "layernorm_after.",
-            "attn.proj.": "attention.o_proj.",
-            "mlp.fc1.": "mlp.fc1.",
-            "mlp.fc2.": "mlp.fc2.",
-        }
-        qkv_names, block_base = ("attention.q_proj", "attention.k_proj", "attention.v_proj"), "layers"
-    else:
-        block_map = {
-            "norm1.": "layernorm_before.",
-            "norm2.": "layernorm_after.",
-            "attn.proj.": "attention.output.dense.",
-            "mlp.fc1.": "intermediate.dense.",
-            "mlp.fc2.": "output.dense.",
-        }
-        qkv_names = ("attention.attention.query", "attention.attention.key", "attention.attention.value")
-        block_base = "encoder.layer"
-    head_map = {"teacher": {"head.": "cls_classifier.", "head_dist.": "distillation_classifier."},
-                "single": {"head.": "classifier."}, "none": {}}[heads]
-    fixed = {
-        "cls_token": "embeddings.cls_token",
-        "dist_token": "embeddings.distillation_token",
-        "pos_embed": "embeddings.position_embeddings",
-    }
     out: dict[str, torch.Tensor] = {}
     for k, v in state_dict.items():
-        if k in fixed:
-            out[p + fixed[k]] = v
-        elif k.startswith("patch_embed.proj."):
-            out[p + "embeddings.patch_embeddings.projection." + k.split(".")[-1]] = v
-        elif k.startswith("norm."):
-            out[p + "layernorm." + k.split(".")[-1]] = v
-        elif k.startswith("blocks."):
+        if k.startswith("blocks."):
             _, i, rest = k.split(".", 2)
-            if rest.startswith("attn.qkv."):
+            if rest.startswith("attn.qkv."):  # the fused projection's [q | k | v] row blocks, one HF tensor each
                 kind = rest.rsplit(".", 1)[1]
-                for name, chunk in zip(qkv_names, v.chunk(3, dim=0), strict=True):
-                    out[f"{p}{block_base}.{i}.{name}.{kind}"] = chunk.clone()
+                for name, chunk in zip("qkv", v.chunk(3, dim=0), strict=True):
+                    out[f"{p}{blocks}.{i}.{_HF_BLOCK_NAMES[f'attn.{name}.'][column]}{kind}"] = chunk.clone()
                 continue
-            for ours, theirs in block_map.items():
-                if rest.startswith(ours):
-                    out[f"{p}{block_base}.{i}.{theirs}{rest[len(ours):]}"] = v
-                    break
-            else:
+            theirs = _mapped(rest, {ours: names[column] for ours, names in _HF_BLOCK_NAMES.items()})
+            if theirs is None:
                 raise StateDictMismatchError(f"no HF counterpart for key {k!r}")
-        else:
-            for ours, theirs in head_map.items():
-                if k.startswith(ours):
-                    out[theirs + k[len(ours) :]] = v
-                    break
-            else:
-                if k.startswith(("head.", "head_dist.")):
-                    continue  # a head the chosen HF class does not have
-                raise StateDictMismatchError(f"no HF counterpart for key {k!r}")
+            out[f"{p}{blocks}.{i}.{theirs}"] = v
+            continue
+        theirs = _mapped(k, _HF_EMBED_NAMES)
+        if theirs is not None:
+            out[p + theirs] = v
+            continue
+        theirs = _mapped(k, _HF_HEAD_NAMES[heads])
+        if theirs is not None:
+            out[theirs] = v
+        elif not k.startswith(("head.", "head_dist.")):  # a head the chosen HF class does not have is left out
+            raise StateDictMismatchError(f"no HF counterpart for key {k!r}")
     return out
+
+
+def _mapped(key: str, names: Mapping[str, str]) -> str | None:
+    """``key`` renamed by the first entry whose canonical name it is (or starts with, for a prefix)."""
+    for ours, theirs in names.items():
+        if key == ours or (ours.endswith(".") and key.startswith(ours)):
+            return theirs + key[len(ours):]
+    return None

@@ -195,7 +195,8 @@ def load_weights_adapting(model: nn.Module, info: CheckpointInfo) -> list[str]:
         cfg = model.config
         old = tuple(sd["pos_embed"].shape)
         if same_tokens and old[-1] == model.pos_embed.shape[-1]:
-            sd["pos_embed"] = resample_pos_embed(sd["pos_embed"], (cfg.grid_size, cfg.grid_size), cfg.num_prefix_tokens)
+            sd["pos_embed"] = resample_pos_embed(sd["pos_embed"], (cfg.grid_size, cfg.grid_size),
+                                                 cfg.pos_embed_prefix_tokens)
             changes.append(f"pos_embed resampled {old} -> {tuple(sd['pos_embed'].shape)}")
     load_state_dict_strict(model, sd, f"checkpoint ({info.layout} layout)")
     if info.class_names is not None and len(info.class_names) == getattr(model.config, "num_classes", -1):

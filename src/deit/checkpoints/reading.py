@@ -26,8 +26,9 @@ from deit.checkpoints.hf import (
 from deit.checkpoints.infer import infer_architecture
 from deit.checkpoints.layouts import Converted, detect_layout, to_canonical, unwrap
 from deit.checkpoints.saving import unwrap_model
+from deit.models.fields import fields_with_role
 from deit.models.preprocessing import Preprocessing
-from deit.models.registry import TRAINING_ONLY, default_preprocessing, families, find_entry, get_family
+from deit.models.registry import default_preprocessing, families, find_entry, get_family
 from deit.runtime.typedconfig import ConfigError, from_dict
 
 
@@ -53,6 +54,8 @@ class CheckpointInfo:
                 f"{'distilled ' if cfg.distilled else ''}ViT embed_dim {cfg.embed_dim}, depth {cfg.depth}, "
                 f"heads {cfg.num_heads}, patch {cfg.patch_size}, img_size {cfg.img_size}, "
                 f"{cfg.num_classes} classes, LayerNorm eps {cfg.layer_norm_eps:g}"
+                f"{', LayerScale' if cfg.init_values is not None else ''}"
+                f"{'' if cfg.prefix_pos_embed else ', pos_embed on the patch tokens only'}"
             )
         else:
             arch = f"{self.family} {cfg}"
@@ -210,9 +213,10 @@ def weights_only_losses(model: nn.Module) -> list[Loss]:
     names. Empty when the file reads back as the same model."""
     model = unwrap_model(model)
     back = checkpoint_info(dict(model.state_dict()), "weights only")
+    training = fields_with_role(model.config, "training")
     losses = [Loss(f.name, "config", getattr(model.config, f.name), getattr(back.config, f.name, None))
               for f in dataclasses.fields(model.config)
-              if f.name not in TRAINING_ONLY and getattr(model.config, f.name) != getattr(back.config, f.name, None)]
+              if f.name not in training and getattr(model.config, f.name) != getattr(back.config, f.name, None)]
     pre = getattr(model, "preprocessing", None) or back.preprocessing
     losses += [Loss(k, "preprocessing", v, getattr(back.preprocessing, k))
                for k, v in pre.to_dict().items() if v != getattr(back.preprocessing, k)]

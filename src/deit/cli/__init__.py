@@ -51,6 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args, unknown = build_parser().parse_known_args(argv)
         command = args.command
+        # argparse gives key=value words after a flag (`--config X --dry-run data.root=D`) to no one: they are
+        # the verb's overrides wherever they stand.
+        if isinstance(getattr(args, "overrides", None), list):
+            args.overrides += [a for a in unknown if "=" in a and not a.startswith("-")]
+            unknown = [a for a in unknown if not ("=" in a and not a.startswith("-"))]
         if unknown:  # named against the verb, whose --help lists what it takes
             raise UsageError(f"deit {command}: error: unrecognized arguments: {' '.join(unknown)} "
                              f"(see `deit {command} --help`)")

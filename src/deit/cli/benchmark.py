@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from deit.benchmark.common import TASKS
+from deit.models.attention import ATTN_IMPL_HELP, ATTN_IMPLS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +24,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
                    help="fp32, or bf16 autocast (both models; the GEMM runs natively in bf16)")
-    p.add_argument("--compile", action="store_true", help="torch.compile both models (first calls compile)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile ours and HF's alike, as deit train's compile=true does (inference: the "
+                        "forward; training: forward + loss, and so their backward), after one eager call each; our "
+                        "eager model runs in the same rounds (compiled/eager in the notes, with compile times)")
+    p.add_argument("--attn-impl", default="auto", choices=ATTN_IMPLS, help="our model's " + ATTN_IMPL_HELP)
     p.add_argument("--models", nargs="+", default=["deit_tiny_patch16_224", "deit_small_patch16_224"],
                    help="models for inference (default: DeiT-Ti and DeiT-S at 224)")
     p.add_argument("--train-models", nargs="+", default=["deit_tiny_distilled_patch16_224"],
@@ -54,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         device=args.device,
         compile=args.compile,
+        attn_impl=args.attn_impl,
         tasks=tuple(args.tasks),
         repeats=args.repeats,
         train_repeats=args.train_repeats,

@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 
-from deit.data.config import FILE_DATASETS
+from deit.data.check import checkable_formats
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                      "found (listed); 2: the path or options are wrong.")
     c.add_argument("path", help="imagefolder root, csv file or folder with train.csv/val.csv, or a CIFAR "
                                 "python archive / extracted folder")
-    c.add_argument("--format", choices=FILE_DATASETS, default=None,
+    c.add_argument("--format", choices=checkable_formats(), default=None,
                    help="data set format (default: detected from the path)")
     c.add_argument("--no-decode", action="store_true", help="check the layout only; do not decode every image")
     c.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),

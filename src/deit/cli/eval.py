@@ -7,6 +7,7 @@ import json
 import sys
 
 from deit.inference.evaluation import TTA_MODES
+from deit.models.attention import ATTN_IMPL_HELP, ATTN_IMPLS
 from deit.runtime.precision import AMP_MODES
 
 
@@ -34,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tta", default="none", choices=TTA_MODES,
                    help="test-time augmentation: flip averages each head's logits over the image and its mirror "
                         "image (default: none)")
+    p.add_argument("--attn-impl", default="auto", choices=ATTN_IMPLS, help=ATTN_IMPL_HELP)
     p.add_argument("--set", dest="data_overrides", nargs="*", default=[], metavar="key=value",
                    help="data settings (e.g. img_size=32, val_fraction=0.2)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
@@ -47,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     metrics = evaluate_checkpoint(
         args.checkpoint, args.data, architecture=args.model, split=args.split, batch_size=args.batch_size,
         workers=args.workers, teacher=args.teacher, teacher_architecture=args.teacher_model, device=args.device,
-        amp=args.amp, overrides=args.data_overrides, tta=args.tta,
+        amp=args.amp, overrides=args.data_overrides, tta=args.tta, attn_impl=args.attn_impl,
         log=lambda line: print(line, file=sys.stderr if args.json else sys.stdout, flush=True),
     )
     if launched_rank() != 0:

@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 
+from deit.models.attention import ATTN_IMPL_HELP, ATTN_IMPLS
 from deit.models.contract import HEAD_MODES
 
 
@@ -27,6 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="distilled models: avg (the paper's inference: mean of both heads), cls or dist "
                         "(default: the checkpoint's own head mode, avg unless it was changed)")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--attn-impl", default="auto", choices=ATTN_IMPLS, help=ATTN_IMPL_HELP)
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1 ...")
     p.add_argument("--json", action="store_true", help="print a JSON list: per image its predictions or error")
     p.add_argument("--output", metavar="FILE", help="write the predictions to FILE, .csv or .jsonl (the format from "
@@ -44,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         output_suffix(args.output)  # a bad name fails now, before any work
     images = collect_images(args.images)
     predictor = Predictor(load_model(args.checkpoint, args.model), device=args.device, head=args.head,
-                          batch_size=args.batch_size)
+                          batch_size=args.batch_size, attn_impl=args.attn_impl)
     results = predictor.predict(images, top_k=args.top_k, every_head=bool(args.output))
     if args.output:
         write_predictions(results, args.output, predictor.head_names)

@@ -1,9 +1,11 @@
-"""`deit reproduce`: the paper's distillation study on digits, mean ± std over seeds, within a time budget."""
+"""`deit reproduce`: the paper's distillation study (digits, or 32 px natural images), mean ± std over seeds, within a
+time budget."""
 
 from __future__ import annotations
 
 import argparse
 import shlex
+import sys
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -24,7 +26,7 @@ def _epochs(text: str) -> tuple[int, int]:
 
 def _command(args: argparse.Namespace, regime, budget: float) -> str:
     """The command line of this study, every setting spelled out (it heads table.md)."""
-    parts = ["deit", "reproduce", "--dataset", args.dataset, *(["--root", args.root] if args.root else []),
+    parts = ["deit", "reproduce", "--regime", regime.name, *(["--root", args.root] if args.root else []),
              "--train-per-class", str(regime.train_per_class or 0), "--seeds", ",".join(str(s) for s in args.seeds),
              "--budget-minutes", f"{budget:g}", "--output", args.output]
     if args.workers is not None:
@@ -40,8 +42,20 @@ def _command(args: argparse.Namespace, regime, budget: float) -> str:
     return " ".join(shlex.quote(p) for p in parts)
 
 
+def _former_dataset(text: str) -> str:
+    """``--dataset``, the former spelling of ``--regime``: a regime's name, else the one line naming the new one."""
+    from deit.reproduce.regime import REGIMES
+
+    if text in REGIMES:
+        return text
+    raise argparse.ArgumentTypeError(
+        f"--dataset is now --regime ({', '.join(REGIMES)}) and data.root decides the format: for 32 px images in "
+        "folders (ROOT/train/CLASS/*.jpg and ROOT/test/ or val/, e.g. the CIFAR-10 JPEGs) use --regime cifar10 "
+        "--root DIR")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    from deit.reproduce.regime import CIFAR_REGIME, DATASETS, DEFAULT_REGIME
+    from deit.reproduce.regime import CIFAR_REGIME, DEFAULT_REGIME, REGIMES
 
     r = DEFAULT_REGIME
     p = sub.add_parser(
@@ -53,18 +67,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         "method's cost per epoch and the epochs are scaled to fit. Writes DIR/results.json, DIR/table.md, "
         "DIR/table.png and DIR/runs/, and prints the table with the paper's claims checked against seed noise.",
     )
-    p.add_argument("--dataset", default=r.dataset, choices=DATASETS,
-                   help="data set (default: %(default)s); cifar10 downloads the official archive once, imagefolder "
-                        "reads --root (e.g. the CIFAR-10 JPEGs: ROOT/train/CLASS/*.jpg, ROOT/test/CLASS/*.jpg)")
-    p.add_argument("--root", default=None, metavar="DIR", help="the data's folder or archive (imagefolder, cifar10)")
+    p.add_argument("--regime", default=r.name, choices=tuple(REGIMES),
+                   help="the study's presets, images per class, schedule and budget (default: %(default)s): digits, "
+                        "scikit-learn's digits at 16 px; cifar10, natural images at 32 px: the CIFAR-10 archive "
+                        "(downloaded once) or what --root holds")
+    p.add_argument("--dataset", dest="former_dataset", type=_former_dataset, default=None, metavar="REGIME",
+                   help="deprecated spelling of --regime")
+    p.add_argument("--root", default=None, metavar="DIR",
+                   help="the data's archive or folder, its format detected (e.g. the CIFAR-10 JPEGs: "
+                        "ROOT/train/CLASS/*.jpg and ROOT/test/CLASS/*.jpg)")
     p.add_argument("--train-per-class", type=int, default=None, metavar="N",
                    help=f"training images per class, one fixed stratified subset (default: digits "
-                        f"{r.train_per_class}, cifar10/imagefolder {CIFAR_REGIME.train_per_class}; 0: all)")
+                        f"{r.train_per_class}, cifar10 {CIFAR_REGIME.train_per_class}; 0: all)")
     p.add_argument("--seeds", type=_int_list, default=(0, 1, 2), metavar="S,S,...",
                    help="seeds, comma-separated (default: 0,1,2)")
     p.add_argument("--budget-minutes", type=float, default=None, metavar="M",
                    help=f"wall-clock budget for the whole study (default: digits {r.budget_minutes:g}, "
-                        f"cifar10/imagefolder {CIFAR_REGIME.budget_minutes:g})")
+                        f"cifar10 {CIFAR_REGIME.budget_minutes:g})")
     p.add_argument("--output", default="runs/reproduce", metavar="DIR", help="output folder (default: %(default)s)")
     p.add_argument("--epochs", type=_epochs, default=None, metavar="E|T,S",
                    help="fixed epochs (all runs, or teacher,students) instead of the budget plan; no calibration "
@@ -88,13 +107,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deit.reproduce.regime import default_regime
+    from deit.reproduce.regime import regime_named
     from deit.reproduce.study import StudyConfig, resume_study, run_study
 
     if args.resume is not None:
         resume_study(args.resume, workers=args.workers)
         return 0
-    regime = default_regime(args.dataset, args.root).with_user_settings(
+    if args.former_dataset is not None:
+        print(f"note: --dataset is deprecated: use --regime {args.former_dataset}", file=sys.stderr)
+        args.regime = args.former_dataset
+    regime = regime_named(args.regime).with_user_settings(
         train_per_class=args.train_per_class, root=args.root, overrides=tuple(args.overrides),
         student_overrides=tuple(args.student_overrides), schedule=args.schedule, teacher_cache=args.teacher_cache)
     budget = args.budget_minutes if args.budget_minutes is not None else regime.budget_minutes

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from deit.cli.errors import CLIError
 
@@ -26,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "its own config (the same --config command line does that too: resume=auto)")
     p.add_argument("--fresh", action="store_true", help="start over even if the output dir holds a run: the old "
                    "run is moved aside (to OUTPUT_DIR.prev-DATE-TIME), never deleted (= resume=never)")
+    p.add_argument("--budget-minutes", type=float, metavar="N", help="train within N minutes of wall time, "
+                   "everything included: a short calibration times the run's own steps, a validation and a save, "
+                   "and plans the most epochs (up to the config's epochs) that end in time (= budget_minutes=N)")
     p.add_argument("--list", action="store_true", help="list the built-in presets")
     p.set_defaults(func=run)
 
@@ -36,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
     if args.list:
         print("\n".join(list_presets()))
         return 0
+    if args.budget_minutes is not None:
+        args.overrides = [*args.overrides, f"budget_minutes={args.budget_minutes!r}"]
     if args.resume:
         if args.config or args.fresh:
             raise CLIError("--resume RUN_DIR continues that run with its own config.yaml: drop --config and --fresh "
@@ -53,13 +59,15 @@ def run(args: argparse.Namespace) -> int:
         if data_line:
             print(data_line, file=sys.stderr)
         return 0
+    from deit.train.calibration import process_seconds
     from deit.train.checkpointing import RunDir
     from deit.train.engine import NonFiniteLossError
     from deit.train.preemption import EXIT_PREEMPTED, Preempted
     from deit.train.runner import default_output_dir, train
 
     try:
-        train(cfg, resume=bool(args.resume))
+        # A budget counts from the command's start, imports included.
+        train(cfg, resume=bool(args.resume), started=time.perf_counter() - process_seconds())
     except NonFiniteLossError:
         return EXIT_NON_FINITE  # the runner has printed the step, lr, loss scale and the kept checkpoint
     except Preempted as exc:

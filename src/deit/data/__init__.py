@@ -1,5 +1,9 @@
 """Data: data sets, the DeiT augmentation pipeline (no torchvision), samplers and the loader factory.
 
+Data sets are named by a registry (``deit.data.registry``): the built-in ones (``DatasetName``) and any registered
+with ``register_dataset(name, builder)``; what a loader's batches are (dtype, layout, range, where normalisation
+happens) is written down in ``deit.data.loader``.
+
 Typical use::
 
     cfg = DataConfig(dataset="imagefolder", root="/data/imagenet", batch_size=128)
@@ -18,24 +22,37 @@ never on workers; see ``deit.data.samplers`` and ``deit.data.loader``.
 """
 
 from deit.data import download  # noqa: F401  (deit.data.download: the CIFAR archives)
+from deit.data.base import ImageDataset
 from deit.data.benchmark import benchmark_augmentation
-from deit.data.config import DATASETS, DataConfig
-from deit.data.datasets import SPLITS, ImageDataset, build_dataset
+from deit.data.config import DataConfig
+from deit.data.datasets import SPLITS, build_dataset  # (its import registers the built-in data sets)
 from deit.data.device_augment import DeviceAugment, DeviceBatch, build_device_augment
 from deit.data.images import IMG_EXTENSIONS, BadImageError, DataError, decode_image, to_rgb
 from deit.data.loader import Loader, TransformedDataset, build_loader, build_sampler
 from deit.data.mixup import Mixup, build_mixup, smooth_one_hot
 from deit.data.randaugment import RandAugment, parse_rand_augment
+from deit.data.registry import (
+    BUILTIN_DATASETS,
+    DatasetName,
+    DatasetSpec,
+    dataset_names,
+    dataset_spec,
+    register_dataset,
+)
 from deit.data.samplers import EvalSampler, RepeatAugSampler, ShuffleSampler
-from deit.data.transforms import RandomErasing, RandomResizedCrop, build_transform
+from deit.data.three_augment import ColorJitter, ThreeAugment
+from deit.data.transforms import RandomErasing, RandomResizedCrop, SimpleRandomCrop, build_transform
 
 __all__ = [
-    "DATASETS",
+    "BUILTIN_DATASETS",
     "IMG_EXTENSIONS",
     "SPLITS",
     "BadImageError",
+    "ColorJitter",
     "DataConfig",
     "DataError",
+    "DatasetName",
+    "DatasetSpec",
     "DeviceAugment",
     "DeviceBatch",
     "EvalSampler",
@@ -47,6 +64,8 @@ __all__ = [
     "RandomResizedCrop",
     "RepeatAugSampler",
     "ShuffleSampler",
+    "SimpleRandomCrop",
+    "ThreeAugment",
     "TransformedDataset",
     "benchmark_augmentation",
     "build_dataset",
@@ -55,8 +74,11 @@ __all__ = [
     "build_mixup",
     "build_sampler",
     "build_transform",
+    "dataset_names",
+    "dataset_spec",
     "decode_image",
     "parse_rand_augment",
+    "register_dataset",
     "smooth_one_hot",
     "to_rgb",
 ]

@@ -27,7 +27,12 @@ _REPLACEMENT_STREAM = 7  # any fixed number: replacements then depend on the bad
 
 class ImageDataset(Dataset, ABC):
     """Base: ``classes``, ``targets`` (one int per sample) and ``load(i)``; ``dataset[i]`` adds the bad-image
-    policy around ``load``. The replacement for a bad sample is a pure function of its index (reproducible)."""
+    policy around ``load``. The replacement for a bad sample is a pure function of its index (reproducible).
+
+    A data set of your own: call ``super().__init__(classes, targets)``, implement ``load(i) -> (PIL RGB image,
+    label)`` (raise ``BadImageError`` for an unreadable sample), and let ``describe(i)`` name sample i (its file,
+    its seed): the default ``fingerprint()`` hashes the classes, the labels and these names, and a run given the data
+    set (``deit.train.train(cfg, datasets=...)``) or a teacher-output cache recognises its data by it."""
 
     def __init__(self, classes: list[str], targets: list[int], on_bad_image: str = "skip"):
         self.classes = list(classes)

@@ -95,6 +95,11 @@ class SyntheticDataset(ImageDataset):
         return Image.fromarray((np.clip(img, 0, 1) * 255).round().astype(np.uint8)), label
 
 
+def build_synthetic(cfg: DataConfig, split: str) -> SyntheticDataset:
+    n = cfg.synthetic_train if split == "train" else cfg.synthetic_val
+    return SyntheticDataset(n, cfg.synthetic_classes, cfg.img_size, cfg.split_seed, split)
+
+
 # ---- CIFAR
 CIFAR = {
     "cifar10": dict(folder="cifar-10-batches-py", train=[f"data_batch_{i}" for i in range(1, 6)],
@@ -171,12 +176,3 @@ def build_cifar(cfg: DataConfig, split: str) -> ArrayDataset:
     if max(ys) >= len(names):
         raise DataError(f"{cfg.root}: label {max(ys)} but only {len(names)} class names")
     return ArrayDataset(np.ascontiguousarray(np.concatenate(xs)), ys, names)
-
-
-def build(cfg: DataConfig, split: str) -> ImageDataset:
-    if cfg.dataset == "digits":
-        return build_digits(cfg, split)
-    if cfg.dataset == "synthetic":
-        n = cfg.synthetic_train if split == "train" else cfg.synthetic_val
-        return SyntheticDataset(n, cfg.synthetic_classes, cfg.img_size, cfg.split_seed, split)
-    return build_cifar(cfg, split)

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from deit.data.base import split_problems, stratified_split
-from deit.data.config import FILE_DATASETS, DataConfig
+from deit.data.config import DataConfig
 from deit.data.folders import (
     csv_classes,
     csv_files,
@@ -28,6 +28,7 @@ from deit.data.folders import (
 )
 from deit.data.formats import detect_format
 from deit.data.images import BadImageError, DataError, decode_image
+from deit.data.registry import dataset_spec, dataset_specs
 
 
 @dataclass
@@ -99,7 +100,7 @@ def _decode_errors(files: list[str], workers: int) -> list[str]:
         return [e for e in pool.map(one, files, chunksize=16) if e]
 
 
-def _check_imagefolder(r: CheckReport, path: str) -> list[str]:
+def check_imagefolder(r: CheckReport, path: str) -> list[str]:
     layout = imagefolder_layout(path)
     r.layout = layout.describe()
     train = scan_folder(layout.train)
@@ -149,7 +150,7 @@ def _fraction_splits(r: CheckReport, targets: list[int], source: str) -> None:
                           f"val_fraction={r.val_fraction:g}: add images or lower data.val_fraction")
 
 
-def _check_csv(r: CheckReport, path: str) -> list[str]:
+def check_csv(r: CheckReport, path: str) -> list[str]:
     files = csv_files(path)
     if files is None:
         r.layout = "one csv file; split by val_fraction at training time"
@@ -182,7 +183,8 @@ def _check_csv(r: CheckReport, path: str) -> list[str]:
     return [p for rows in splits.values() for p, _ in rows]
 
 
-def _check_cifar(r: CheckReport, path: str) -> list[str]:
+def check_cifar(r: CheckReport, path: str) -> list[str]:
+    """Reads every image (the arrays of the batches) whole: nothing is left to decode."""
     from deit.data.builtin import build_cifar
 
     r.layout = "python-pickle archive" if os.path.isfile(path) else "extracted python-pickle folder"
@@ -191,7 +193,13 @@ def _check_cifar(r: CheckReport, path: str) -> list[str]:
         r.classes = ds.classes
         r.counts[split] = {ds.classes[k]: v for k, v in sorted(Counter(ds.targets).items())}
         r.splits[split] = len(ds)
+    r.decoded = True
     return []
+
+
+def checkable_formats() -> tuple[str, ...]:
+    """The registered data sets ``deit data check`` can check (those with a checker)."""
+    return tuple(spec.name for spec in dataset_specs() if spec.check is not None)
 
 
 def check_dataset(path: str, fmt: str | None = None, decode: bool = True, workers: int = 8,
@@ -202,13 +210,13 @@ def check_dataset(path: str, fmt: str | None = None, decode: bool = True, worker
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} does not exist")
     fmt = fmt or detect_format(path)
-    if fmt not in FILE_DATASETS:
-        raise ValueError(f"format must be one of {FILE_DATASETS}, got {fmt!r}")
+    if fmt not in checkable_formats():
+        raise ValueError(f"format must be one of {checkable_formats()}, got {fmt!r}")
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"--val-fraction must be in (0, 1), got {val_fraction}")
     r = CheckReport(path=path, format=fmt, val_fraction=val_fraction, split_seed=split_seed)
     try:
-        files = {"imagefolder": _check_imagefolder, "csv": _check_csv}.get(fmt, _check_cifar)(r, path)
+        files = dataset_spec(fmt).check(r, path)
     except DataError as exc:
         r.problems.append(str(exc))
         return r
@@ -217,5 +225,5 @@ def check_dataset(path: str, fmt: str | None = None, decode: bool = True, worker
     if decode and files:
         r.unreadable = _decode_errors(files, workers)
         r.problems.extend(r.unreadable)
-    r.decoded = decode or fmt.startswith("cifar")
+    r.decoded = r.decoded or decode
     return r

@@ -9,19 +9,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 
+from deit.data.registry import dataset_spec
 from deit.models.preprocessing import INTERPOLATIONS
 from deit.runtime.typedconfig import setting
 
-DATASETS: tuple[str, ...] = ("digits", "imagefolder", "cifar10", "cifar100", "csv", "synthetic")
 ERASE_MODES: tuple[str, ...] = ("pixel", "rand", "const")
 BAD_IMAGE_POLICIES: tuple[str, ...] = ("skip", "fail")
-TRAIN_CROPS: tuple[str, ...] = ("resized", "padded")
-# The train crops whose recipe `device_augment` can split between the loader workers and the device.
-DEVICE_AUGMENT_CROPS: tuple[str, ...] = ("resized", "padded")
-# Datasets read from files under `root`; the others are built in.
-FILE_DATASETS: tuple[str, ...] = ("imagefolder", "csv", "cifar10", "cifar100")
-# Read from files, but fetched (once, checked) into a cache directory when root is not given: deit.data.download.
-DOWNLOADABLE: tuple[str, ...] = ("cifar10", "cifar100")
+TRAIN_CROPS: tuple[str, ...] = ("resized", "padded", "simple")
 
 
 def _pair(name: str, value: Sequence[float]) -> tuple[float, float]:
@@ -45,8 +39,13 @@ class DataConfig:
     """
 
     # -- which data
+    # A registered data set (deit.data.registry): a built-in one (DatasetName) or one of yours (register_dataset).
+    # A str, not the Literal: names registered at run time are valid too.
     dataset: str = "digits"
     root: str | None = setting(None, stream=False)  # where the data is, not what it is (the content is fingerprinted)
+    # dataset=given: the fingerprints (train/val) of the data set objects given to deit.train.train(cfg, datasets=...),
+    # recorded so that a run continues only on the same data; null for a named data set (its config says what it is).
+    fingerprint: str | None = setting(None, stream=False)
     img_size: int = 224
     val_fraction: float = 0.1  # one-folder imagefolder / one-file csv: fraction held out for val (stratified)
     split_seed: int = 0  # seeds the val_fraction split and the train_per_class subset
@@ -63,8 +62,10 @@ class DataConfig:
     persistent_workers: bool = setting(True, stream=False, resumable=True)  # only when num_workers > 0
 
     # -- per-image train augmentation
-    # "resized": RandomResizedCrop (area fraction in scale, aspect in ratio; the ImageNet recipe); "padded": pad
-    # crop_padding pixels by reflection and crop at a random offset (the small-image recipe, e.g. CIFAR)
+    # "resized": RandomResizedCrop (area fraction in scale, aspect in ratio; the ImageNet recipe); "padded": resize
+    # to the input size, pad crop_padding pixels by reflection and crop at a random offset (the small-image recipe,
+    # e.g. CIFAR); "simple": DeiT III's simple random crop (official --src): resize the shorter side to the input
+    # size keeping the aspect ratio, pad crop_padding pixels by reflection, crop at a random offset
     train_crop: str = "resized"
     crop_padding: int = 4
     scale: tuple[float, float] = (0.08, 1.0)
@@ -75,9 +76,17 @@ class DataConfig:
     reprob: float = 0.25
     remode: str = "pixel"
     recount: int = 1
-    # The workers decode, crop and flip and send uint8 images with the drawn parameters of the rest of the recipe
-    # (RandAugment, normalisation, erasing), which runs batched on the training device (deit.data.device_augment)
+    # The workers decode and crop (RandomResizedCrop: cut the box, which the device resizes) and send uint8 pixels
+    # with the drawn parameters of the rest of the recipe (flip, RandAugment or 3-Augment and colour jitter,
+    # normalisation, erasing), which runs batched on the training device (deit.data.device_augment)
     device_augment: bool = False
+    # DeiT III's 3-Augment (official --ThreeAugment), which replaces the train transform: after the crop and flip,
+    # one of grayscale, solarization, Gaussian blur per image, then color_jitter. It has no RandAugment and no
+    # random erasing: auto_augment must be none and reprob 0.
+    three_augment: bool = False
+    # ColorJitter(j, j, j) (brightness, contrast, saturation; no hue), 0: off. Applied after 3-Augment's op, or,
+    # without three_augment, only when auto_augment is none (timm's rule, which the DeiT code follows).
+    color_jitter: float = 0.0
 
     # -- batch-level augmentation and targets
     mixup: float = 0.8
@@ -91,9 +100,7 @@ class DataConfig:
     num_repeats: int = 3
 
     def __post_init__(self) -> None:
-        if self.dataset not in DATASETS:
-            raise ValueError(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
-        if self.dataset in FILE_DATASETS and self.dataset not in DOWNLOADABLE and not self.root:
+        if dataset_spec(self.dataset).needs_root and not self.root:
             raise ValueError(f"dataset {self.dataset!r} reads files: give its root (a folder or archive path)")
         if self.root is not None:
             self.root = str(self.root)
@@ -132,9 +139,6 @@ class DataConfig:
             raise ValueError(f"crop_padding must be an integer >= 0, got {self.crop_padding!r}")
         if not isinstance(self.device_augment, bool):
             raise ValueError(f"device_augment must be true or false, got {self.device_augment!r}")
-        if self.device_augment and self.train_crop not in DEVICE_AUGMENT_CROPS:
-            raise ValueError(f"device_augment splits the {DEVICE_AUGMENT_CROPS} crop recipes only, got train_crop="
-                             f"{self.train_crop!r}; set device_augment=false")
         if self.remode not in ERASE_MODES:
             raise ValueError(f"remode must be one of {ERASE_MODES}, got {self.remode!r}")
         if self.on_bad_image not in BAD_IMAGE_POLICIES:
@@ -145,9 +149,25 @@ class DataConfig:
             from deit.data.randaugment import parse_rand_augment
 
             parse_rand_augment(self.auto_augment)  # raises ValueError naming the bad part
+        self._check_colour_augmentation()
         if self.mixup_active and self.batch_size % 2:
             raise ValueError(f"mixup/cutmix pair each image with the batch flipped: batch_size must be even, "
                              f"got {self.batch_size} (or set mixup=0 and cutmix=0)")
+
+    def _check_colour_augmentation(self) -> None:
+        if isinstance(self.color_jitter, bool) or not isinstance(self.color_jitter, (int, float)) or not (
+                0.0 <= self.color_jitter < float("inf")):
+            raise ValueError(f"color_jitter must be a number >= 0 (0: off), got {self.color_jitter!r}")
+        if self.three_augment and (self.auto_augment is not None or self.reprob > 0):
+            raise ValueError(
+                f"three_augment replaces RandAugment and random erasing (the official --ThreeAugment transform has "
+                f"neither), and auto_augment={self.auto_augment!r}, reprob={self.reprob} ask for them: set "
+                "data.auto_augment=none and data.reprob=0 (or data.three_augment=false)")
+        if self.color_jitter > 0 and self.auto_augment is not None and not self.three_augment:
+            raise ValueError(
+                f"color_jitter={self.color_jitter} applies after 3-Augment or, without it, only when RandAugment is "
+                f"off (timm's rule, which DeiT follows), and auto_augment={self.auto_augment!r}: set "
+                "data.three_augment=true, data.auto_augment=none or data.color_jitter=0")
 
     @property
     def mixup_active(self) -> bool:

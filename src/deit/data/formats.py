@@ -1,40 +1,79 @@
 """What kind of data set a path is, and the ``DataConfig`` the command line's ``--data`` names.
 
 ``detect_format`` is the one place a path is recognised (``deit data check``, ``deit eval``, ``deit analyze``, and
-``deit train`` when ``data.root`` is given: :func:`follow_root`): a ``.csv`` file or a folder with ``train.csv``
-is csv; a CIFAR python archive (by its members) or its extracted folder is cifar10/cifar100; a folder with
-sub-folders is an imagefolder. Anything else is refused with what it holds and the layouts that are read.
+``deit train`` when ``data.root`` is given: :func:`follow_root`). It asks the detector of every registered data
+set in turn (``deit.data.registry``); the built-in ones, in that order: a ``.csv`` file or a folder with
+``train.csv`` is csv; a CIFAR python archive (by its members) or its extracted folder is cifar10/cifar100; a folder
+with sub-folders is an imagefolder. Anything else is refused with what it holds and the layouts that are read.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import tarfile
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from deit.data.config import DATASETS, FILE_DATASETS, DataConfig
+from deit.data.config import DataConfig
 from deit.data.folders import imagefolder_layout
 from deit.data.images import DataError
+from deit.data.registry import dataset_spec, dataset_specs
 from deit.runtime.typedconfig import from_dict, parse_override
 
-CIFAR_FOLDERS = {"cifar-10-batches-py": "cifar10", "cifar-100-python": "cifar100"}
 LAYOUTS = ("a CIFAR python archive (cifar-10-python.tar.gz, cifar-100-python.tar.gz) or its extracted folder; "
            "image folders ROOT/train/CLASS/*.jpg with ROOT/val/ (or validation/, test/) beside it, or one "
            "ROOT/CLASS/*.jpg; a csv list ROOT/train.csv with ROOT/val.csv, or one FILE.csv")
 
 
-def _archive_format(path: str) -> str:
-    if tarfile.is_tarfile(path):
-        with tarfile.open(path) as tar:
-            names = tar.getnames()
-        for folder, kind in CIFAR_FOLDERS.items():
-            if any(folder in n for n in names):
-                return kind
-    raise DataError(f"{path}: cannot tell the format of this file; the layouts read are {LAYOUTS}")
+# ---- detectors and descriptions of the built-in formats (deit.data.datasets registers them)
+def is_csv(path: str) -> bool:
+    """A ``.csv`` file, or a folder with ``train.csv``."""
+    if os.path.isfile(path):
+        return path.lower().endswith(".csv")
+    return os.path.isfile(os.path.join(path, "train.csv"))
 
 
+@functools.lru_cache(maxsize=4)
+def _tar_members(path: str, size: int, mtime: float) -> tuple[str, ...]:
+    """The member names of a tar archive (read once per version of the file: listing a .tar.gz decompresses it)."""
+    if not tarfile.is_tarfile(path):
+        return ()
+    with tarfile.open(path) as tar:
+        return tuple(tar.getnames())
+
+
+def cifar_detector(folder: str, marker_files: frozenset[str]) -> Callable[[str], bool]:
+    """A detector of a CIFAR release: an archive with ``folder`` inside, that folder, or a folder holding it or
+    ``marker_files``."""
+
+    def detect(path: str) -> bool:
+        if os.path.isfile(path):
+            st = os.stat(path)
+            return any(folder in name for name in _tar_members(path, st.st_size, st.st_mtime))
+        entries = {e.name: e for e in os.scandir(path)}
+        files = {n for n, e in entries.items() if e.is_file()}
+        return folder in entries or marker_files <= files
+
+    return detect
+
+
+def is_imagefolder(path: str) -> bool:
+    """A folder with sub-folders (classes, or train/ and val/): the detector asked last."""
+    return os.path.isdir(path) and any(e.is_dir() and not e.name.startswith(".") for e in os.scandir(path))
+
+
+def describe_imagefolder(path: str) -> str:
+    return f"image folders ({imagefolder_layout(path).describe()})"
+
+
+def describe_cifar(title: str) -> Callable[[str], str]:
+    return lambda path: f"the {title} python {'archive' if os.path.isfile(path) else 'folder'}"
+
+
+# ---- what a path holds
 def _no_format(path: str, entries: list[os.DirEntry]) -> DataError:
     """The error for a folder that holds no data set: what is in it, and the layouts that are read."""
     kinds = Counter(os.path.splitext(e.name)[1].lower() or "extension-less" for e in entries if e.is_file())
@@ -46,34 +85,23 @@ def _no_format(path: str, entries: list[os.DirEntry]) -> DataError:
 
 
 def detect_format(path: str | os.PathLike) -> str:
-    """One of ``FILE_DATASETS`` for an existing path; a DataError for one that holds no data set."""
+    """The registered data set a path holds (the first detector, in registration order, that recognises it: csv,
+    cifar10, cifar100, imagefolder); a DataError for a path that holds no data set."""
     path = os.fspath(path)
-    if os.path.isfile(path):
-        return "csv" if path.lower().endswith(".csv") else _archive_format(path)
-    if not os.path.isdir(path):
+    if not os.path.exists(path):
         raise FileNotFoundError(f"{path} does not exist")
-    entries = [e for e in os.scandir(path) if not e.name.startswith(".")]
-    names = {e.name for e in entries}
-    files = {e.name for e in entries if e.is_file()}
-    if "train.csv" in files:
-        return "csv"
-    if "cifar-10-batches-py" in names or "batches.meta" in files:
-        return "cifar10"
-    if "cifar-100-python" in names or {"meta", "train", "test"} <= files:
-        return "cifar100"
-    if not any(e.is_dir() for e in entries):
-        raise _no_format(path, entries)
-    return "imagefolder"
+    for spec in dataset_specs():
+        if spec.detect is not None and spec.detect(path):
+            return spec.name
+    if os.path.isfile(path):
+        raise DataError(f"{path}: cannot tell the format of this file; the layouts read are {LAYOUTS}")
+    raise _no_format(path, [e for e in os.scandir(path) if not e.name.startswith(".")])
 
 
 def describe_root(path: str, fmt: str) -> str:
     """What the data root holds, in words (for the line that says which format was found)."""
-    if fmt == "imagefolder":
-        return f"image folders ({imagefolder_layout(path).describe()})"
-    if fmt == "csv":
-        return "a csv list"
-    name = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}[fmt]
-    return f"the {name} python {'archive' if os.path.isfile(path) else 'folder'}"
+    describe = dataset_spec(fmt).describe_root
+    return describe(path) if describe is not None else f"a {fmt} data set"
 
 
 def check_root(path: str) -> None:
@@ -87,12 +115,16 @@ def check_root(path: str) -> None:
 
 
 def follow_root(cfg: DataConfig) -> tuple[DataConfig, str | None]:
-    """``cfg`` reading its ``root`` in the format found there (whatever data set the config named), and the line
-    that says which; (``cfg``, None) without a root. Raises for a root that is missing, unreadable, or holds
-    no data set."""
+    """``cfg`` reading its ``root`` in the format found there (whatever built-in data set the config named), and
+    the line that says which; (``cfg``, None) without a root, or for a data set that reads its root in a format of
+    its own (registered with ``reads_root`` and no detector). Raises for a root that is missing, unreadable, or
+    holds no data set."""
     if not cfg.root:
         return cfg, None
     check_root(cfg.root)
+    spec = dataset_spec(cfg.dataset)
+    if spec.reads_root and spec.detect is None:
+        return cfg, None
     found = detect_format(cfg.root)
     line = f"data: {cfg.root} holds {describe_root(cfg.root, found)}: data.dataset={found}"
     if found != cfg.dataset:
@@ -101,21 +133,33 @@ def follow_root(cfg: DataConfig) -> tuple[DataConfig, str | None]:
 
 
 def data_config_for(spec: str, overrides: list[str] = (), **fields: Any) -> DataConfig:
-    """A DataConfig for ``--data SPEC``: a built-in data set name, or a path whose format is detected;
-    ``fields`` (batch_size, num_workers, img_size ...) and then ``key=value`` overrides are applied."""
+    """A DataConfig for ``--data SPEC``: a registered data set that reads no root (by name), or a path whose format
+    is detected; ``fields`` (batch_size, num_workers, img_size ...) and then ``key=value`` overrides are applied."""
     settings: dict[str, Any] = dict(fields)
-    if spec in DATASETS and spec not in FILE_DATASETS:
+    named = [s.name for s in dataset_specs() if not s.reads_root]
+    if spec in named:
         settings["dataset"] = spec
     elif os.path.exists(spec):
         settings.update(dataset=detect_format(spec), root=spec)
     else:
-        builtin = [d for d in DATASETS if d not in FILE_DATASETS]
-        raise FileNotFoundError(f"--data {spec}: neither a built-in data set ({', '.join(builtin)}) nor a path "
-                                "that exists")
+        raise FileNotFoundError(f"--data {spec}: neither a data set built in or registered ({', '.join(named)}) "
+                                "nor a path that exists")
     for item in overrides:
         keys, value = parse_override(item)
         settings[".".join(keys)] = value
     return from_dict(DataConfig, settings, prefix="--set ")
 
 
-__all__ = ["LAYOUTS", "check_root", "data_config_for", "describe_root", "detect_format", "follow_root"]
+__all__ = [
+    "LAYOUTS",
+    "check_root",
+    "cifar_detector",
+    "data_config_for",
+    "describe_cifar",
+    "describe_imagefolder",
+    "describe_root",
+    "detect_format",
+    "follow_root",
+    "is_csv",
+    "is_imagefolder",
+]

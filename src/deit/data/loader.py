@@ -1,5 +1,27 @@
 """``build_loader``: data set + transform + sampler + DataLoader, reproducible to the sample.
 
+The output contract (what the trainer, evaluation, the teacher-output cache and any stage after the loader, such
+as a device-side augmentation stage, may rely on). Iterating a loader yields ``(images, labels)``:
+
+- ``images``: ``torch.float32``, shape ``(B, 3, H, W)`` with ``H == W == preprocessing.input_size`` (the model's),
+  contiguous, on the CPU (in pinned memory when ``pin_memory`` is on and CUDA is available: the caller moves it).
+- values: normalised in the workers with the model's ``preprocessing.mean`` / ``std`` (per channel,
+  ``(x / 255 - mean) / std``, x the 8-bit RGB value), so about zero-mean, unit-variance; not clipped. The order in a
+  worker is: decode to 8-bit RGB, crop (resized or padded), flip, RandAugment (all on 8-bit images), normalise,
+  then random erasing on the normalised tensor (its noise is N(0, 1) in normalised units). Eval loaders: resize
+  the shorter side, centre crop, normalise.
+- ``labels``: ``torch.int64``, shape ``(B,)``, class indices into ``dataset.classes``. Hard labels always: mixup,
+  cutmix and label smoothing come after the loader (``deit.data.mixup``, seeded by the trainer).
+- which samples: train loaders (``augment``) drop the last incomplete batch and follow the epoch's stream of
+  ``deit.data.samplers``; eval loaders keep every sample exactly once over all ranks, in data set order.
+- bad images: with ``on_bad_image=skip`` an unreadable image is replaced by another sample of the split (a pure
+  function of its index) and named in ``loader.bad_images`` for the current pass; with ``fail`` the pass raises
+  ``BadImageError`` naming the file (in the main process, as itself).
+- what decides a sample: its data set index and ``(seed, epoch, position)`` (below), nothing else.
+- with ``data.device_augment`` (train loaders): ``images`` is a ``DeviceBatch`` instead (below): uint8 pixels in
+  [0, 255], unnormalised, plus the drawn parameters; ``DeviceAugment`` on the device turns it into exactly the
+  float batch above (same values, same order); labels and the rest of this contract stay as they are.
+
 Each sample's augmentation is drawn from ``numpy.random.default_rng([seed, epoch, position])`` where position is
 its place in the epoch's stream over all ranks (see ``deit.data.samplers``). Hence the same seed gives the same
 batches with 0 or N workers, and a run resumed with ``loader.sampler.set_epoch(epoch, start_batch=k)`` yields
@@ -44,8 +66,8 @@ from deit.models.preprocessing import Preprocessing
 from deit.runtime.signals import ignore_stop_signals
 
 # The modules whose code decides what a sample of the stream looks like (decoding, transforms, mixing, order).
-STREAM_MODULES = ("images", "transforms", "randaugment", "mixup", "samplers", "loader", "device_augment",
-                  "device_steps", "device_ops", "device_resize")
+STREAM_MODULES = ("images", "transforms", "randaugment", "three_augment", "mixup", "samplers", "loader",
+                  "device_augment", "device_steps", "device_ops", "device_resize")
 
 
 @functools.cache

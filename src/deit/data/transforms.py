@@ -3,8 +3,10 @@
 Every random transform is called as ``t(x, rng)`` with a ``numpy.random.Generator``: the loader seeds one per
 sample from (seed, epoch, position in the epoch's stream), so augmentation never depends on worker scheduling.
 
-Train: RandomResizedCrop (bicubic; or, for small images, a padded random crop) -> horizontal flip -> RandAugment ->
-to tensor -> normalise -> RandomErasing.
+Train: RandomResizedCrop (bicubic; or, for small images, a padded random crop; or DeiT III's simple random crop)
+-> horizontal flip -> RandAugment (or, without it, colour jitter) -> to tensor -> normalise -> RandomErasing.
+Train with ``three_augment`` (DeiT III; the official ``--ThreeAugment`` replaces the whole train transform): crop ->
+flip -> one of grayscale / solarize / blur (``deit.data.three_augment``) -> colour jitter -> to tensor -> normalise.
 Eval:  resize the shorter side to ``input_size / crop_pct`` -> centre crop ``input_size`` -> to tensor -> normalise.
 Sizes, crop offsets and rounding follow torchvision/timm so a model sees the same pixels as under those tools.
 """
@@ -20,6 +22,7 @@ from PIL import Image
 
 from deit.data.config import DataConfig
 from deit.data.randaugment import PIL_INTERPOLATION, RandAugment
+from deit.data.three_augment import ColorJitter, ThreeAugment
 from deit.models.preprocessing import Preprocessing
 
 
@@ -63,6 +66,17 @@ class RandomResizedCrop:
         return img.crop((left, top, left + w, top + h)).resize((self.size, self.size), self.resample)
 
 
+def reflect_pad(img: Image.Image, padding: int) -> np.ndarray:
+    """The image as an HWC array with ``padding`` pixels added on every side by reflection (torchvision's
+    ``padding_mode="reflect"``: the edge pixel is not repeated)."""
+    a = np.asarray(img)
+    return np.pad(a, ((padding, padding), (padding, padding), (0, 0)), mode="reflect") if padding else a
+
+
+def crop_array(a: np.ndarray, top: int, left: int, size: int) -> Image.Image:
+    return Image.fromarray(np.ascontiguousarray(a[top:top + size, left:left + size]))
+
+
 class PaddedRandomCrop:
     """The small-image crop (CIFAR's standard): resize to ``size`` if needed, pad ``padding`` pixels on every side
     by reflection, cut ``size`` x ``size`` at a uniformly random offset. Every pixel of the crop is a real one."""
@@ -76,10 +90,28 @@ class PaddedRandomCrop:
             img = img.resize((self.size, self.size), self.resample)
         if not self.padding:
             return img
-        p = self.padding
-        a = np.pad(np.asarray(img), ((p, p), (p, p), (0, 0)), mode="reflect")
-        top, left = (int(v) for v in rng.integers(0, 2 * p + 1, size=2))
-        return Image.fromarray(np.ascontiguousarray(a[top:top + self.size, left:left + self.size]))
+        top, left = (int(v) for v in rng.integers(0, 2 * self.padding + 1, size=2))
+        return crop_array(reflect_pad(img, self.padding), top, left, self.size)
+
+
+class SimpleRandomCrop:
+    """DeiT III's simple random crop (official ``--src``): resize the shorter side to ``size`` keeping the aspect
+    ratio (``Resize(size)``), pad ``padding`` pixels by reflection, cut ``size`` x ``size`` at a uniformly random
+    offset anywhere in the padded image (``RandomCrop(size, padding, padding_mode="reflect")``)."""
+
+    def __init__(self, size: int, padding: int = 4, interpolation: str = "bicubic"):
+        self.size, self.padding = int(size), int(padding)
+        self.resize = ResizeShorter(size, interpolation)
+
+    def get_params(self, width: int, height: int, rng: np.random.Generator) -> tuple[int, int]:
+        """(top, left) of the crop in the padded image of the resized ``width`` x ``height`` one."""
+        top = int(rng.integers(0, height + 2 * self.padding - self.size + 1))
+        return top, int(rng.integers(0, width + 2 * self.padding - self.size + 1))
+
+    def __call__(self, img: Image.Image, rng: np.random.Generator) -> Image.Image:
+        img = self.resize(img)
+        top, left = self.get_params(img.width, img.height, rng)
+        return crop_array(reflect_pad(img, self.padding), top, left, self.size)
 
 
 class RandomHorizontalFlip:
@@ -204,6 +236,15 @@ def mean_fill(mean: Sequence[float]) -> tuple[int, ...]:
     return tuple(min(255, round(255 * m)) for m in mean)
 
 
+def train_crop(cfg: DataConfig, size: int) -> Callable:
+    """The crop ``cfg.train_crop`` names, to ``size`` x ``size``."""
+    if cfg.train_crop == "padded":
+        return PaddedRandomCrop(size, cfg.crop_padding, cfg.train_interpolation)
+    if cfg.train_crop == "simple":
+        return SimpleRandomCrop(size, cfg.crop_padding, cfg.train_interpolation)
+    return RandomResizedCrop(size, cfg.scale, cfg.ratio, cfg.train_interpolation)
+
+
 def build_transform(cfg: DataConfig, train: bool, preprocessing: Preprocessing) -> Compose:
     """The train (augmenting) or eval transform; output size ``preprocessing.input_size``."""
     size = preprocessing.input_size
@@ -211,15 +252,20 @@ def build_transform(cfg: DataConfig, train: bool, preprocessing: Preprocessing) 
     if not train:
         return Compose([ResizeShorter(preprocessing.resize_size, preprocessing.interpolation), CenterCrop(size),
                         normalize])
-    if cfg.train_crop == "padded":
-        ts: list = [PaddedRandomCrop(size, cfg.crop_padding, cfg.train_interpolation)]
-    else:
-        ts = [RandomResizedCrop(size, cfg.scale, cfg.ratio, cfg.train_interpolation)]
+    ts: list = [train_crop(cfg, size)]
     if cfg.hflip > 0:
         ts.append(RandomHorizontalFlip(cfg.hflip))
+    if cfg.three_augment:
+        # The official --ThreeAugment transform: no RandAugment, no random erasing (DataConfig refuses them).
+        ts.append(ThreeAugment())
+        if cfg.color_jitter > 0:
+            ts.append(ColorJitter(cfg.color_jitter))
+        return Compose([*ts, normalize])
     if cfg.auto_augment:
         ts.append(RandAugment(cfg.auto_augment, fill=mean_fill(preprocessing.mean),
                               interpolation=cfg.train_interpolation))
+    elif cfg.color_jitter > 0:
+        ts.append(ColorJitter(cfg.color_jitter))  # timm: colour jitter only without auto-augment
     ts.append(normalize)
     if cfg.reprob > 0:
         ts.append(RandomErasing(cfg.reprob, mode=cfg.remode, max_count=cfg.recount))

@@ -42,7 +42,7 @@ def _require_vit(model: nn.Module, what: str) -> None:
 
 def _require_distilled(model: nn.Module, what: str) -> None:
     _require_vit(model, what)
-    if not has_two_heads(model) or getattr(model, "dist_token", None) is None:
+    if not has_two_heads(model):
         raise ValueError(f"{what} needs a distilled model (one with a distillation token, e.g. "
                          "deit_tiny_distilled_patch16_224 or the student of `deit demo`); this one has only the "
                          "class token")

@@ -22,7 +22,9 @@ from deit.data import ImageDataset, Loader, build_dataset, build_loader
 from deit.data.formats import data_config_for
 from deit.inference.teacher import Teacher
 from deit.models.contract import SINGLE_HEAD, head_names, head_outputs, prediction_key
+from deit.models.fusion import cpu_inference_model
 from deit.models.preprocessing import Preprocessing
+from deit.models.vit_blocks import set_attn_impl
 from deit.runtime.distributed import DistEnv, all_reduce_sum, cleanup, init_distributed
 from deit.runtime.precision import autocast, precision_line
 
@@ -128,10 +130,14 @@ def evaluate(
     ``teacher_top1`` and ``agreement`` (the prediction's top-1 equals the teacher's), and per head
     ``agreement_cls`` ... for a two-head model. All accuracies are fractions in [0, 1]; ``num_samples`` the count.
     ``tta`` (one of ``TTA_MODES``): test-time augmentation of the model's predictions.
+
+    On the CPU without autocast a ViT runs as ``deit.models.fusion.cpu_inference_model`` makes it (oneDNN's fused
+    linear: the same logits, faster), built anew from the current weights for each call.
     """
     env = env or DistEnv()
     was_training = model.training
     model.eval()
+    runner = cpu_inference_model(model) if env.device.type == "cpu" and amp == "none" else model
     main = prediction_key(model)
     tally = HeadTally(head_names(model), labels=True, teacher=teacher is not None)
     tally.add_count("loss", 0.0)
@@ -139,7 +145,7 @@ def evaluate(
         x = x.to(env.device, non_blocking=True)
         y = y.to(env.device, non_blocking=True)
         with autocast(env.device, amp):
-            heads = tta_head_outputs(model, x, tta)
+            heads = tta_head_outputs(runner, x, tta)
         tally.add_count("loss", float(F.cross_entropy(heads[main], y, reduction="sum")))
         tally.add(heads, y, teacher(x).argmax(dim=1) if teacher is not None else None)
     model.train(was_training)
@@ -170,17 +176,18 @@ def eval_loader(data: str, model: nn.Module, *, split: str = "val", batch_size: 
 def evaluate_checkpoint(checkpoint: str, data: str, *, architecture: str | None = None, split: str = "val",
                         batch_size: int = 64, workers: int = 2, teacher: str | None = None,
                         teacher_architecture: str | None = None, device: str = "auto", amp: str = "auto",
-                        overrides: Sequence[str] = (), tta: str = "none",
+                        overrides: Sequence[str] = (), tta: str = "none", attn_impl: str = "auto",
                         log: Callable[[str], None] | None = None) -> dict:
     """:func:`evaluate` of a checkpoint file on ``data`` (``deit eval``); under torchrun every rank calls it and
     the metrics count every sample once. A ``teacher`` checkpoint adds its top-1 and the agreement. ``amp``:
     "auto" resolves as training resolves it (so a run's checkpoint scores what the run measured); ``log`` is told
-    the precision line on rank 0."""
+    the precision line on rank 0. ``attn_impl``: the student's attention kernel (``deit.models.attention``)."""
     env = init_distributed(device)
     loader = None
     try:
         amp, line = precision_line(amp, env.device)
         model = load_model(checkpoint, architecture).to(env.device)
+        set_attn_impl(model, attn_impl)
         loader, _ = eval_loader(data, model, split=split, batch_size=batch_size, workers=workers,
                                 overrides=overrides, distributed=(env.world_size, env.rank))
         frozen = Teacher(load_model(teacher, teacher_architecture).to(env.device)) if teacher else None

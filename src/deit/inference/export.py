@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from deit.inference.common import InferenceHead, model_input_size, resolve_class_names
-from deit.models.contract import has_two_heads
+from deit.models.contract import has_two_heads, head_mode_of
 
 FORMATS: tuple[str, ...] = ("onnx", "torchscript")
 PARITY_TOLERANCE = 1e-4
@@ -92,7 +92,7 @@ def prepare_for_export(model: nn.Module, head: str | None, img_size: int | None)
 def _head_name(model: nn.Module, head: str | None) -> str:
     if not has_two_heads(model):
         return "cls"  # the only head
-    return head or getattr(model, "head_mode", "avg")
+    return head or head_mode_of(model)
 
 
 def _in_chans(model: nn.Module) -> int:

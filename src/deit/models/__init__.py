@@ -1,6 +1,7 @@
 """Models: the DeiT Vision Transformer, convnet teachers, and the registry that names them."""
 
 from deit.models import zoo  # noqa: F401  (registers the named models)
+from deit.models.attention import ATTN_IMPLS, AttnImpl
 from deit.models.complexity import Complexity, count_params, measure
 from deit.models.contract import HEAD_MODES, Classifier, combine_heads, has_two_heads, head_outputs, training_outputs
 from deit.models.pos_embed import resample_pos_embed
@@ -9,12 +10,15 @@ from deit.models.registry import FAMILIES, build_model, create_model, describe_m
 from deit.models.regnet import RegNet, RegNetConfig
 from deit.models.resnet import ResNet, ResNetConfig
 from deit.models.vit import VisionTransformer, ViTConfig
+from deit.models.vit_blocks import set_attn_impl
 
 __all__ = [
+    "ATTN_IMPLS",
     "FAMILIES",
     "HEAD_MODES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "AttnImpl",
     "Classifier",
     "Complexity",
     "Preprocessing",
@@ -35,5 +39,6 @@ __all__ = [
     "list_models",
     "measure",
     "resample_pos_embed",
+    "set_attn_impl",
     "training_outputs",
 ]

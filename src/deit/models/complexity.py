@@ -1,7 +1,7 @@
 """Parameter counts and multiply-accumulate counts in the two conventions the DeiT ecosystem publishes.
 
 - ``gmacs_linear``: MACs of every Linear and Conv (bias not counted) plus one op per GELU output element. This is
-  the OpenMMLab model-zoo "Flops(G)" column (the seed's table).
+  the OpenMMLab model-zoo "Flops(G)" column (mmpretrain's DeiT tables, which the shared reference quotes).
 - ``gmacs_total``: Linear and Conv MACs plus the two attention matmuls (QK^T and AV) plus 5 ops per LayerNorm
   element. This is timm's results table (fvcore).
 

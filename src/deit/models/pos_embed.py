@@ -16,9 +16,10 @@ def resample_pos_embed(
 ) -> torch.Tensor:
     """Resize a (1, prefix + H*W, D) position embedding to a new patch grid.
 
-    The prefix tokens (cls, and dist for distilled models) are split off and kept as they are; the patch part is
-    reshaped to its grid and resized bicubically with align_corners=False and no antialiasing (the paper's,
-    HF's and mmpretrain's rule; timm antialiases, which gives slightly different weights).
+    ``num_prefix_tokens`` is the number of pos_embed rows before the grid's (``ViTConfig.pos_embed_prefix_tokens``:
+    1 plain, 2 distilled, 0 when pos_embed covers the patch tokens only). Those rows are split off and kept as
+    they are; the patch part is reshaped to its grid and resized bicubically with align_corners=False and no
+    antialiasing (the paper's, HF's and mmpretrain's rule; timm antialiases, which gives slightly different weights).
     """
     if pos_embed.ndim != 3 or pos_embed.shape[0] != 1:
         raise ValueError(f"pos_embed must have shape (1, tokens, dim), got {tuple(pos_embed.shape)}")
@@ -29,7 +30,8 @@ def resample_pos_embed(
         if side * side != n:
             raise ValueError(
                 f"pos_embed has {n} patch positions after {num_prefix_tokens} prefix tokens, which is not a square "
-                "grid; pass old_grid=(h, w) or check num_prefix_tokens (1 plain, 2 distilled)"
+                "grid; pass old_grid=(h, w) or check num_prefix_tokens (1 plain, 2 distilled, 0 for a pos_embed "
+                "of the patch tokens only: ViTConfig.pos_embed_prefix_tokens)"
             )
         old_grid = (side, side)
     if old_grid[0] * old_grid[1] != n:

@@ -16,6 +16,7 @@ from typing import Any
 
 from torch import nn
 
+from deit.models.fields import structure
 from deit.models.preprocessing import Preprocessing, default_crop_pct
 
 
@@ -26,8 +27,10 @@ class Family:
     name: str
     config_cls: type
     build: Callable[[Any, Preprocessing], nn.Module]
-    # Given a canonical-layout state dict, return this family's config if the keys are this family's, else None.
-    # Lets checkpoint loading detect the architecture of a foreign file without being told.
+    # Given a canonical-layout state dict, return this family's config if the keys are this family's, else None;
+    # raise ValueError naming the reason when the keys are this family's but fit no config (checkpoints/infer.py
+    # puts it in its "matches no architecture family" message). Lets checkpoint loading detect the architecture
+    # of a foreign file without being told.
     infer_config: Callable[[dict], Any | None] | None = None
 
 
@@ -45,10 +48,6 @@ class ModelEntry:
 FAMILIES: dict[str, Family] = {}
 _MODELS: dict[str, ModelEntry] = {}
 _ALIASES: dict[str, str] = {}
-# Config fields that only regularise training: no checkpoint needs them to compute the same outputs.
-TRAINING_ONLY: frozenset[str] = frozenset({"drop_rate", "attn_drop_rate", "drop_path_rate"})
-# Config fields that do not describe the architecture: ignored when matching a config to a named model.
-NON_STRUCTURAL: frozenset[str] = TRAINING_ONLY | {"num_classes", "head_mode", "dynamic_img_size"}
 
 
 def register_family(family: Family) -> Family:
@@ -107,12 +106,11 @@ def find_entry(family: str, config: Any) -> ModelEntry | None:
     """The registered model with this architecture (ignoring class count, dropout and head mode), or None."""
     if not dataclasses.is_dataclass(config):
         return None
-    want = {k: v for k, v in dataclasses.asdict(config).items() if k not in NON_STRUCTURAL}
+    want = structure(config)
     for entry in _MODELS.values():
         if entry.family != family or type(entry.config) is not type(config):
             continue
-        have = {k: v for k, v in dataclasses.asdict(entry.config).items() if k not in NON_STRUCTURAL}
-        if have == want:
+        if structure(entry.config) == want:
             return entry
     return None
 
@@ -129,8 +127,7 @@ def describe_model(config: Any, made_from: str | None = None) -> str:
     if callable(describe):
         shape = describe()
     else:
-        fields_ = {k: v for k, v in dataclasses.asdict(config).items() if k not in NON_STRUCTURAL}
-        shape = f"{family} " + ", ".join(f"{k} {v}" for k, v in fields_.items())
+        shape = f"{family} " + ", ".join(f"{k} {v}" for k, v in structure(config).items())
     base = _MODELS.get(_ALIASES.get(made_from, made_from)) if made_from else None
     return f"{shape} ({base.name} with overrides)" if base is not None and base.family == family else shape
 
@@ -192,8 +189,6 @@ def create_model(
 
 __all__ = [
     "FAMILIES",
-    "NON_STRUCTURAL",
-    "TRAINING_ONLY",
     "Family",
     "ModelEntry",
     "apply_overrides",
@@ -209,4 +204,5 @@ __all__ = [
     "list_models",
     "register_family",
     "register_model",
+    "structure",
 ]

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from deit.models.contract import Classifier
+from deit.models.fields import role
 from deit.models.layers import DropPath
 from deit.models.preprocessing import Preprocessing
 
@@ -66,9 +67,9 @@ class RegNetConfig:
     stage_widths: tuple[int, ...] | None = None
     stage_depths: tuple[int, ...] | None = None
     in_chans: int = 3
-    num_classes: int = 1000
-    drop_rate: float = 0.0
-    drop_path_rate: float = 0.0
+    num_classes: int = role(1000, "output")
+    drop_rate: float = role(0.0, "training")
+    drop_path_rate: float = role(0.0, "training")
 
     def __post_init__(self) -> None:
         # Configs come back from JSON with lists: keep tuples so equal configs compare equal.

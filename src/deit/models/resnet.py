@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from deit.models.contract import Classifier
+from deit.models.fields import role
 from deit.models.layers import DropPath
 from deit.models.preprocessing import Preprocessing
 
@@ -40,9 +41,9 @@ class ResNetConfig:
     blocks: tuple[int, ...] = (2, 2, 2, 2)
     stem: str = "imagenet"
     in_chans: int = 3
-    num_classes: int = 1000
-    drop_rate: float = 0.0
-    drop_path_rate: float = 0.0
+    num_classes: int = role(1000, "output")
+    drop_rate: float = role(0.0, "training")
+    drop_path_rate: float = role(0.0, "training")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))

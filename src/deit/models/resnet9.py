@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from deit.models.contract import Classifier
+from deit.models.fields import role
 from deit.models.layers import DropPath
 from deit.models.preprocessing import Preprocessing
 
@@ -34,10 +35,10 @@ class ResNet9Config:
     widths: tuple[int, int, int, int] = (64, 128, 256, 512)  # prep, layer1, layer2, layer3
     residual: tuple[bool, bool, bool] = (True, False, True)  # a residual pair after layer1, layer2, layer3
     in_chans: int = 3
-    num_classes: int = 10
+    num_classes: int = role(10, "output")
     head_scale: float = 0.125
-    drop_rate: float = 0.0
-    drop_path_rate: float = 0.0
+    drop_rate: float = role(0.0, "training")
+    drop_path_rate: float = role(0.0, "training")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))

@@ -1,7 +1,10 @@
-"""The Vision Transformer of DeiT, with or without the distillation token.
+"""The Vision Transformer of DeiT and DeiT III, with or without the distillation token.
 
-One class covers every DeiT variant: the distillation token is a configuration flag. Parameter names follow the
-official / timm layout (``blocks.{i}.attn.qkv`` ...), so official checkpoints load without renaming.
+One class covers every variant: the distillation token, LayerScale (``init_values``), a position embedding of the
+patch tokens only (``prefix_pos_embed=False``) and the stochastic-depth schedule are ViTConfig fields; with their
+defaults the model is DeiT's. Parameter names follow the official / timm layout (``blocks.{i}.attn.qkv``,
+``blocks.{i}.ls1.gamma`` ...), so official checkpoints load without renaming. For CPU inference,
+``deit.models.fusion.fuse_for_cpu_inference`` gives a faster copy.
 
 The contract (``deit.models.contract``): ``forward_features(x)`` -> tokens after the final norm,
 (B, prefix + patches, D); ``forward_head(tokens)`` -> logits; ``forward(x)`` -> one logits tensor in train and
@@ -35,10 +38,9 @@ class VisionTransformer(Classifier):
         self.patch_embed = PatchEmbed(cfg.patch_size, cfg.in_chans, d)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
         self.dist_token = nn.Parameter(torch.zeros(1, 1, d)) if cfg.distilled else None
-        self.pos_embed = nn.Parameter(torch.zeros(1, cfg.num_tokens, d))
+        self.pos_embed = nn.Parameter(torch.zeros(cfg.pos_embed_shape))
         self.pos_drop = nn.Dropout(cfg.drop_rate)
-        rates = [cfg.drop_path_rate * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]  # linear over depth
-        self.blocks = nn.ModuleList(Block(cfg, r) for r in rates)
+        self.blocks = nn.ModuleList(Block(cfg, r) for r in cfg.drop_path_rates())
         self.norm = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
         self.head = nn.Linear(d, cfg.num_classes) if cfg.num_classes else nn.Identity()
         self.head_dist = None
@@ -70,7 +72,7 @@ class VisionTransformer(Classifier):
     def set_img_size(self, img_size: int) -> None:
         """Change the native resolution: pos_embed is resampled bicubically on the patch grid."""
         grid = img_size // self.config.patch_size
-        new = resample_pos_embed(self.pos_embed.data, (grid, grid), self.config.num_prefix_tokens)
+        new = resample_pos_embed(self.pos_embed.data, (grid, grid), self.config.pos_embed_prefix_tokens)
         self.config = replace(self.config, img_size=img_size)
         self.pos_embed = nn.Parameter(new)
         self.preprocessing = replace(self.preprocessing, input_size=img_size)
@@ -103,14 +105,17 @@ class VisionTransformer(Classifier):
                     f"{self.config.img_size}px ({native}x{native}); create it with dynamic_img_size=True, or "
                     f"resize the model with set_img_size({grid_hw[0] * self.config.patch_size})"
                 )
-            pos = resample_pos_embed(pos, grid_hw, self.num_prefix_tokens)
+            pos = resample_pos_embed(pos, grid_hw, self.config.pos_embed_prefix_tokens)
         prefix = [self.cls_token.expand(x.shape[0], -1, -1)]
         if self.dist_token is not None:
             prefix.append(self.dist_token.expand(x.shape[0], -1, -1))
+        if not self.config.prefix_pos_embed:  # DeiT III: the patch tokens alone have positions
+            return self.pos_drop(torch.cat([*prefix, x + pos], dim=1))
         return self.pos_drop(torch.cat([*prefix, x], dim=1) + pos)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Patch tokens with the prefix tokens prepended and position embedding added: the input of block 0."""
+        """Patch tokens with the prefix tokens prepended and position embedding added (to every token, or to the
+        patch tokens only: ``config.prefix_pos_embed``): the input of block 0."""
         grid_hw = (x.shape[-2] // self.config.patch_size, x.shape[-1] // self.config.patch_size)
         return self._pos_embed(self.patch_embed(x), grid_hw)
 

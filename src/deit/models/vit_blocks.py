@@ -1,15 +1,12 @@
-"""The layers of the Vision Transformer: patch embedding, attention, MLP, and the pre-norm block with its fused
-CPU inference path. Parameter names follow the official / timm layout (``blocks.{i}.attn.qkv`` ...)."""
+"""The layers of the Vision Transformer: patch embedding, attention, MLP, LayerScale and the pre-norm block.
+Parameter names follow the official / timm layout (``blocks.{i}.attn.qkv``, ``blocks.{i}.ls1.gamma`` ...)."""
 
 from __future__ import annotations
 
-import functools
-
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
 
+from deit.models.attention import attention, check_attn_impl
 from deit.models.layers import DropPath
 from deit.models.vit_config import ViTConfig
 
@@ -29,8 +26,12 @@ class PatchEmbed(nn.Module):
 
 
 class Attention(nn.Module):
+    """Multi-head self-attention. ``attn_impl`` (a plain attribute, in no state dict) says which kernel computes it:
+    "auto" (the measured faster of sdpa and matmul + softmax, see ``deit.models.attention``), "sdpa" or "math"."""
+
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool, attn_drop: float, proj_drop: float) -> None:
         super().__init__()
+        self.attn_impl = "auto"
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.scale = self.head_dim**-0.5
@@ -57,7 +58,7 @@ class Attention(nn.Module):
         b, n, three_c = qkv.shape
         q, k, v = self.split_heads(qkv)
         dropout = self.attn_drop if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+        out = attention(q, k, v, self.attn_impl, dropout)
         return out.transpose(1, 2).reshape(b, n, three_c // 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -67,6 +68,20 @@ class Attention(nn.Module):
         """Softmax attention weights (B, H, N, N) for analysis; the forward pass never materialises them."""
         q, k, _ = self._qkv(x)
         return (q @ k.transpose(-2, -1) * self.scale).softmax(dim=-1)
+
+
+def set_attn_impl(model: nn.Module, impl: str) -> int:
+    """Make every attention layer of ``model`` compute by ``impl`` (auto, sdpa, math); returns how many there are.
+    Weights and state dicts are unchanged. Raises ValueError for an unknown ``impl``, or for a forced one
+    ("sdpa"/"math") on a model without attention layers (a convnet), where it would silently do nothing."""
+    check_attn_impl(impl)
+    layers = [m for m in model.modules() if isinstance(m, Attention)]
+    if not layers and impl != "auto":
+        raise ValueError(f"attention implementation {impl!r}: {type(model).__name__} has no attention layers; "
+                         "leave it at auto")
+    for layer in layers:
+        layer.attn_impl = impl
+    return len(layers)
 
 
 class Mlp(nn.Module):
@@ -81,84 +96,41 @@ class Mlp(nn.Module):
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
-# ------------------------------------------------------------------------------------ CPU inference fast path
-# On CPU, a Linear is a GEMM plus a pass that copies the bias into the output, and GELU and the residual add are one
-# more pass each over the same activations. oneDNN's linear applies bias, GELU or the residual add while the output
-# tile is still in cache: the same maths (max abs difference ~1e-6), 10-25% less time per block. The op has no
-# autograd formula, so Block uses it only when nothing needs a gradient, and only where the block is exactly what
-# this file builds (no hooks, no swapped-in layers) so that hooks and custom modules still see every call.
+class LayerScale(nn.Module):
+    """Per-channel learnt scale of a residual branch (CaiT, DeiT III), initialised to ``init_values``."""
 
+    def __init__(self, dim: int, init_values: float) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(init_values * torch.ones(dim))
 
-@functools.cache
-def _onednn_linear_works() -> bool:
-    """Whether this torch build has oneDNN's fused linear and it agrees with Linear -> GELU (checked once)."""
-    try:
-        op = torch.ops.mkldnn._linear_pointwise
-        x, w, b = torch.linspace(-2, 2, 24).view(2, 3, 4), torch.linspace(-1, 1, 20).view(5, 4), torch.ones(5)
-        with torch.no_grad():
-            fused = op(x, w, b, "gelu", [], "none")
-        return torch.allclose(fused, F.gelu(F.linear(x, w, b)), atol=1e-5)
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def _cpu_autocast_enabled() -> bool:
-    try:
-        return torch.is_autocast_enabled("cpu")
-    except TypeError:  # torch < 2.4
-        return torch.is_autocast_cpu_enabled()
-
-
-def _fusable(block: Block, x: torch.Tensor) -> bool:
-    if block.training or x.device.type != "cpu" or x.dtype != torch.float32:
-        return False
-    if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in block.parameters())):
-        return False
-    if torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling() or _cpu_autocast_enabled():
-        return False  # exporters and compilers see the plain graph; autocast picks its own kernels
-    attn, mlp = block.attn, block.mlp
-    if not (
-        all(type(m) is nn.Linear for m in (attn.qkv, attn.proj, mlp.fc1, mlp.fc2))
-        and type(mlp.act) is nn.GELU
-        and mlp.act.approximate == "none"
-    ):
-        return False
-    bypassed = (attn, attn.qkv, attn.proj, attn.proj_drop, mlp, mlp.fc1, mlp.act, mlp.fc2, mlp.drop,
-                block.drop_path1, block.drop_path2)
-    if _global_forward_hooks or _global_forward_pre_hooks or any(
-        m._forward_hooks or m._forward_pre_hooks for m in bypassed
-    ):
-        return False
-    return _onednn_linear_works()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
+    """Pre-norm transformer block: x + drop_path(ls1(attn(norm1(x)))), then the same with the MLP. ``ls1``/``ls2``
+    (LayerScale) exist only with ``cfg.init_values``; without them the block is DeiT's, key for key.
+
+    For CPU inference, ``deit.models.fusion.fuse_for_cpu_inference`` turns a model's blocks into fused ones."""
 
     def __init__(self, cfg: ViTConfig, drop_path: float) -> None:
         super().__init__()
         dim = cfg.embed_dim
+        scaled = cfg.init_values is not None
         self.norm1 = nn.LayerNorm(dim, eps=cfg.layer_norm_eps)
         self.attn = Attention(dim, cfg.num_heads, cfg.qkv_bias, cfg.attn_drop_rate, cfg.drop_rate)
+        self.ls1 = LayerScale(dim, cfg.init_values) if scaled else None
         self.drop_path1 = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim, eps=cfg.layer_norm_eps)
         self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio), cfg.drop_rate)
+        self.ls2 = LayerScale(dim, cfg.init_values) if scaled else None
         self.drop_path2 = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _fusable(self, x):
-            return self._forward_fused(x)
-        x = x + self.drop_path1(self.attn(self.norm1(x)))
-        return x + self.drop_path2(self.mlp(self.norm2(x)))
-
-    def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
-        """The same block for CPU inference, with oneDNN doing bias, GELU and the residual add inside each GEMM."""
-        linear = torch.ops.mkldnn._linear_pointwise
-        attn, mlp = self.attn, self.mlp
-        qkv = linear(self.norm1(x), attn.qkv.weight, attn.qkv.bias, "none", [], "")
-        x = linear.binary(attn.attend(qkv), x, attn.proj.weight, attn.proj.bias, "add")
-        h = linear(self.norm2(x), mlp.fc1.weight, mlp.fc1.bias, "gelu", [], "none")
-        return linear.binary(h, x, mlp.fc2.weight, mlp.fc2.bias, "add")
+        branch = self.attn(self.norm1(x))
+        x = x + self.drop_path1(branch if self.ls1 is None else self.ls1(branch))
+        branch = self.mlp(self.norm2(x))
+        return x + self.drop_path2(branch if self.ls2 is None else self.ls2(branch))
 
 
-__all__ = ["Attention", "Block", "Mlp", "PatchEmbed"]
+__all__ = ["Attention", "Block", "LayerScale", "Mlp", "PatchEmbed", "set_attn_impl"]

@@ -1,10 +1,11 @@
 """The methods of the paper's distillation study (its Table 5) and the rows each one reports.
 
 Every method is a training config: the regime's convnet preset for the teacher, its DeiT preset for the students
-(``regime.PRESETS``), plus the overrides below. Soft distillation uses the paper's temperature (tau 3) with the
-per-sample KL (``batchmean``, the paper's formula). Its weight follows the paper for the class token ("usual
-distillation", lambda 0.1, with the label term at 0.9) and the reference code for the distillation token (alpha 0.5:
-that head has no other signal). Hard distillation is always 1/2 label + 1/2 teacher label, as in the paper.
+(``Regime.teacher_preset``, ``Regime.student_preset``), plus the overrides below. Soft distillation uses the
+paper's temperature (tau 3) with the per-sample KL (``batchmean``, the paper's formula). Its weight follows the
+paper for the class token ("usual distillation", lambda 0.1, with the label term at 0.9) and the reference code for
+the distillation token (alpha 0.5: that head has no other signal). Hard distillation is always 1/2 label + 1/2
+teacher label, as in the paper.
 """
 
 from __future__ import annotations

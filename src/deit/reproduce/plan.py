@@ -15,13 +15,13 @@ sharing the machine with the other runs.
 
 The plan keeps the regime's teacher/student epoch ratio and scales both by one factor (at most 1: the regime's
 schedule is the target, a larger budget does not lengthen it) so that calibration + all runs fill ``SAFETY`` of
-the budget. Each run trains at least one epoch: a budget too small for that is reported as exceeded, not met by
+the budget: the planner ``deit train --budget-minutes`` uses too (``deit.train.budget``: the cost model, the fit,
+the notes). Each run trains at least one epoch: a budget too small for that is reported as exceeded, not met by
 skipping methods.
 """
 
 from __future__ import annotations
 
-import math
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -31,16 +31,9 @@ from pathlib import Path
 from deit.reproduce.execute import CACHE_JOB
 from deit.reproduce.methods import METHODS, Method, get_method
 from deit.reproduce.regime import Regime
+from deit.train.budget import SAFETY, Cost, fit_note, fit_scale, scaled_epochs
 
 CALIBRATION_EPOCHS = 3
-# Share of the budget the plan fills: the CPU may be shared and timings drift during a long study.
-SAFETY = 0.9
-
-
-@dataclass
-class Cost:
-    per_epoch: float  # seconds
-    per_run: float  # seconds
 
 
 @dataclass
@@ -81,15 +74,14 @@ def study_seconds(costs: dict[str, Cost], methods: Sequence[Method], num_seeds: 
                   student_epochs: int, workers: int = 1) -> float:
     """Predicted seconds of every run of every seed on ``workers`` (calibration not included)."""
     def seconds(m: Method) -> float:
-        c = costs[m.cost_kind]
-        return c.per_run + (teacher_epochs if m.is_teacher else student_epochs) * c.per_epoch
+        return costs[m.cost_kind].seconds(teacher_epochs if m.is_teacher else student_epochs)
 
     teacher = [m for m in methods if m.is_teacher]
     students = [seconds(m) for m in methods if not m.is_teacher]
     first = seconds(teacher[0]) if teacher else 0.0
     cache = costs.get(CACHE_JOB)  # measured only when the regime builds a cache
     if cache is not None and any(m.token for m in methods):  # the seed's teacher-output cache, before its students
-        first += cache.per_run + student_epochs * cache.per_epoch
+        first += cache.seconds(student_epochs)
     return makespan([(first, students)] * num_seeds, workers)
 
 
@@ -97,29 +89,15 @@ def plan_epochs(costs: dict[str, Cost], regime: Regime, num_seeds: int, budget_s
                 calibration_seconds: float = 0.0, methods: Sequence[Method] = METHODS, workers: int = 1) -> Plan:
     """The longest schedule (regime ratio, at most the regime's epochs) whose predicted time fits the budget."""
     def predict(scale: float) -> float:
-        t = max(1, math.floor(scale * regime.teacher_epochs))
-        s = max(1, math.floor(scale * regime.student_epochs))
+        t, s = scaled_epochs(scale, regime.teacher_epochs), scaled_epochs(scale, regime.student_epochs)
         return calibration_seconds + study_seconds(costs, methods, num_seeds, t, s, workers)
 
-    target = SAFETY * budget_seconds
-    if predict(1.0) <= target:
-        scale = 1.0
-    else:  # the predicted time grows with the scale: bisect for the largest one that fits
-        low, high = 0.0, 1.0
-        for _ in range(40):
-            mid = (low + high) / 2
-            low, high = (mid, high) if predict(mid) <= target else (low, mid)
-        scale = low
-    teacher_epochs = max(1, math.floor(scale * regime.teacher_epochs))
-    student_epochs = max(1, math.floor(scale * regime.student_epochs))
+    scale = fit_scale(predict, SAFETY * budget_seconds)
+    teacher_epochs = scaled_epochs(scale, regime.teacher_epochs)
+    student_epochs = scaled_epochs(scale, regime.student_epochs)
     predicted = predict(scale)
-    if scale >= 1.0:
-        note = "the regime's full schedule fits the budget"
-    elif predicted > budget_seconds:
-        note = (f"over budget: even one epoch per run needs about {predicted / 60:.1f} min; "
-                "raise --budget-minutes or use fewer seeds")
-    else:
-        note = f"schedule scaled to {scale:.0%} of the regime's to fit the budget"
+    note = fit_note(scale, predicted, budget_seconds, owner="the regime", shortest="one epoch per run",
+                    fix="raise --budget-minutes or use fewer seeds")
     return Plan(teacher_epochs, student_epochs, scale, budget_seconds, calibration_seconds, predicted, costs, note,
                 workers)
 

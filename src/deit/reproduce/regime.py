@@ -1,29 +1,34 @@
-"""The regime of the study: how much data, which augmentation, how long a schedule.
+"""The regimes of the study (``deit reproduce --regime NAME``): which presets, how much data, which augmentation,
+how long a schedule, what budget.
 
-The defaults are the small-data regime on digits found by the search recorded in
-``docs/results/reproduce-digits.md``. A regime is config overrides on top of the digits presets, so every run it
-makes is an ordinary ``deit train`` config (each run directory keeps its ``config.yaml``). The epochs here are the
-schedule the study aims for; the planner shortens both (by the same factor) when the budget does not allow them.
+- ``digits`` (the default): the small-data regime on scikit-learn's digits found by the search recorded in
+  ``docs/results/reproduce-digits.md``;
+- ``cifar10``: natural images at 32 px (``docs/results/reproduce-cifar10.md``): the CIFAR-10 archive (downloaded
+  once), or whatever ``--root`` holds (the archive, or image folders such as the CIFAR-10 JPEGs), since
+  ``data.root`` decides the format (``deit.data.formats.follow_root``).
+
+A regime is config overrides on top of its presets, so every run it makes is an ordinary ``deit train`` config
+(each run directory keeps its ``config.yaml``). The epochs here are the schedule the study aims for; the planner
+shortens both (by the same factor) when the budget does not allow them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
-DATASETS: tuple[str, ...] = ("digits", "cifar10", "imagefolder")
-# The presets each data set's study builds on (imagefolder: natural images at CIFAR's size, e.g. the CIFAR-10 JPEGs).
-PRESETS: dict[str, tuple[str, str]] = {
-    "digits": ("digits-convnet-teacher", "digits-deit-distilled"),
-    "cifar10": ("cifar10-convnet-teacher", "cifar10-deit-distilled"),
-    "imagefolder": ("cifar10-convnet-teacher", "cifar10-deit-distilled"),
-}
+from deit.data import DataConfig
+from deit.data.formats import follow_root
 
 
 @dataclass(frozen=True)
 class Regime:
+    name: str = "digits"  # the --regime that names it
+    teacher_preset: str = "digits-convnet-teacher"
+    student_preset: str = "digits-deit-distilled"
+    # The data set the runs read (data.dataset): the presets' own, or the format found under ``root``.
     dataset: str = "digits"
     train_per_class: int | None = 20  # None: the whole training split (1,200 digits)
-    root: str | None = None  # the data's folder or archive (imagefolder; cifar10 without it downloads the archive)
+    root: str | None = None  # the data's folder or archive (without it: the presets' data set, downloaded if need be)
     teacher_epochs: int = 100
     student_epochs: int = 300
     # Overrides for every run (teacher and students): stronger crops than the presets' (area 35-100% instead of
@@ -40,22 +45,10 @@ class Regime:
     teacher_cache: bool = True
 
     def __post_init__(self) -> None:
-        if self.dataset not in DATASETS:
-            raise ValueError(f"dataset {self.dataset!r}: the study has presets for {', '.join(DATASETS)} only")
-        if self.dataset == "imagefolder" and not self.root:
-            raise ValueError("--dataset imagefolder needs --root DIR (ROOT/train/CLASS/*.jpg and a held-out folder)")
         if self.train_per_class is not None and self.train_per_class < 1:
             raise ValueError(f"train_per_class must be >= 1, got {self.train_per_class}")
         if self.teacher_epochs < 1 or self.student_epochs < 1:
             raise ValueError(f"epochs must be >= 1, got teacher {self.teacher_epochs}, student {self.student_epochs}")
-
-    @property
-    def teacher_preset(self) -> str:
-        return PRESETS[self.dataset][0]
-
-    @property
-    def student_preset(self) -> str:
-        return PRESETS[self.dataset][1]
 
     def data_overrides(self) -> list[str]:
         tpc = "null" if self.train_per_class is None else str(self.train_per_class)
@@ -75,7 +68,11 @@ class Regime:
             raise ValueError(f"--train-per-class must be >= 0 (0: all training images), got {train_per_class}")
         tpc = self.train_per_class if train_per_class is None else (train_per_class or None)
         teacher_epochs, student_epochs = schedule or (self.teacher_epochs, self.student_epochs)
-        return replace(self, train_per_class=tpc, root=root or self.root, teacher_cache=teacher_cache,
+        root = root or self.root
+        # The format found under the root, once for the whole study (a missing or unreadable root, or one that holds
+        # no data set, fails here, before anything runs).
+        dataset = follow_root(DataConfig(dataset=self.dataset, root=root))[0].dataset if root else self.dataset
+        return replace(self, train_per_class=tpc, root=root, dataset=dataset, teacher_cache=teacher_cache,
                        common=(*self.common, *overrides),
                        student=(*self.student, *overrides, *student_overrides),
                        teacher_epochs=teacher_epochs, student_epochs=student_epochs)
@@ -90,16 +87,29 @@ DEFAULT_REGIME = Regime()
 # per core (two small models side by side train ~10% more images/s in all than one run on two threads: 162 vs 147
 # for the teacher's step at batch 64, 164 vs 147 for the DeiT's, measured on a 2-core CPU). The teacher
 # gets 60 epochs for the students' 100: it is one run of six per seed and the students learn from it.
-CIFAR_REGIME = Regime(dataset="cifar10", train_per_class=100, teacher_epochs=60, student_epochs=100,
+CIFAR_REGIME = Regime(name="cifar10", teacher_preset="cifar10-convnet-teacher", student_preset="cifar10-deit-distilled",
+                      dataset="cifar10", train_per_class=100, teacher_epochs=60, student_epochs=100,
                       common=("data.batch_size=64", "threads=1"), student=(), budget_minutes=60.0)
+REGIMES: dict[str, Regime] = {regime.name: regime for regime in (DEFAULT_REGIME, CIFAR_REGIME)}
 
 
-def default_regime(dataset: str, root: str | None = None) -> Regime:
-    """The study's regime for ``dataset`` (digits: DEFAULT_REGIME; cifar10 and imagefolder: CIFAR_REGIME)."""
-    if dataset not in DATASETS:
-        raise ValueError(f"dataset {dataset!r}: the study has presets for {', '.join(DATASETS)} only")
-    if dataset == "digits":
-        return DEFAULT_REGIME
-    return replace(CIFAR_REGIME, dataset=dataset, root=root)
+def regime_named(name: str) -> Regime:
+    """The regime ``deit reproduce --regime NAME`` picks; a ValueError naming the regimes for any other name."""
+    if name not in REGIMES:
+        raise ValueError(f"regime {name!r}: the study has the regimes {', '.join(REGIMES)}")
+    return REGIMES[name]
 
-__all__ = ["CIFAR_REGIME", "DATASETS", "DEFAULT_REGIME", "PRESETS", "Regime", "default_regime"]
+
+def regime_from_dict(saved: dict) -> Regime:
+    """A regime as study.json keeps it (tuples saved as lists). One saved before regimes had names was picked by
+    --dataset (digits, cifar10, or imagefolder: the cifar10 regime on image folders): its regime's presets fill in."""
+    known = {f.name for f in fields(Regime)}
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in known}
+    if "name" not in values:
+        base = REGIMES.get(values.get("dataset"), CIFAR_REGIME)
+        values = {"name": base.name, "teacher_preset": base.teacher_preset, "student_preset": base.student_preset,
+                  **values}
+    return Regime(**values)
+
+
+__all__ = ["CIFAR_REGIME", "DEFAULT_REGIME", "REGIMES", "Regime", "regime_from_dict", "regime_named"]

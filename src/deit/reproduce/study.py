@@ -21,7 +21,7 @@ from pathlib import Path
 from deit.reproduce.execute import CACHE_JOB, Chain, Job, JobResult, available_cpus, run_chains
 from deit.reproduce.methods import METHODS, ROWS
 from deit.reproduce.plan import Cost, Plan, calibrate, fixed_plan, plan_epochs
-from deit.reproduce.regime import DEFAULT_REGIME, Regime
+from deit.reproduce.regime import DEFAULT_REGIME, Regime, regime_from_dict
 from deit.reproduce.runs import method_config
 from deit.reproduce.table import aggregate, plot_table, render_markdown, render_text
 from deit.runtime.files import atomic_write_text
@@ -141,7 +141,7 @@ def resume_study(output: str | Path, workers: int | None = None, log: Callable[[
         raise ValueError(f"{out} has no study.json: not a study started by `deit reproduce` (start one with "
                          f"--output {out})")
     meta = json.loads(study_path.read_text())
-    regime = Regime(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["regime"].items()})
+    regime = regime_from_dict(meta["regime"])
     plan_dict = dict(meta["plan"])
     plan = Plan(**{**plan_dict, "costs": {k: Cost(**c) for k, c in plan_dict.get("costs", {}).items()}})
     done: dict[tuple[int, str], list[dict]] = {}

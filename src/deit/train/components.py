@@ -17,12 +17,14 @@ from deit.checkpoints import create_model
 from deit.data import ImageDataset, Loader, build_dataset, build_device_augment, build_loader, build_mixup
 from deit.data.formats import follow_root
 from deit.inference.teacher import Teacher
-from deit.models import Preprocessing, get_entry
+from deit.models import Preprocessing, get_entry, set_attn_impl
 from deit.runtime.distributed import DistEnv
 from deit.runtime.precision import decide_bf16, precision_line
+from deit.train.compiling import compile_problem
 from deit.train.config import ConfigError, TrainConfig
 from deit.train.ema import ModelEma
 from deit.train.engine import Trainer
+from deit.train.hooks import say
 from deit.train.loss import DistillationObjective
 from deit.train.objectives import ObjectiveSpec, build_objective
 from deit.train.optim import build_optimizer, build_schedule, scaled_lr
@@ -163,6 +165,9 @@ def check_runtime(cfg: TrainConfig, device: torch.device) -> None:
         raise ConfigError("amp=fp16 needs a GPU (it relies on a grad scaler); on CPU use amp=bf16 or amp=none")
     if cfg.teacher.dtype == "float16" and device.type != "cuda" and cfg.distillation.type != "none":
         raise ConfigError("teacher.dtype=float16 needs a GPU; on CPU use bfloat16 or float32")
+    problem = compile_problem(device) if cfg.compile else None
+    if problem:
+        raise ConfigError(f"compile=true: {problem}; or set compile=false")
 
 
 def build_distillation_objective(cfg: TrainConfig, num_classes: int, soft_targets: bool) -> DistillationObjective:
@@ -196,24 +201,31 @@ def _student(cfg: TrainConfig, num_classes: int, classes: list[str], model: nn.M
         preprocessing = Preprocessing(input_size=cfg.model.img_size or cfg.data.img_size)
     if hasattr(model, "class_names"):
         model.class_names = classes
+    try:
+        set_attn_impl(model, cfg.model.attn_impl)
+    except ValueError as exc:
+        raise ConfigError(f"model.attn_impl: {exc}") from None
     return model.to(device), preprocessing
 
 
 def build_components(cfg: TrainConfig, env: DistEnv, model: nn.Module | None = None,
-                     teacher: nn.Module | None = None) -> RunComponents:
-    """Data, student (``model`` replaces the configured one), teacher (``teacher`` likewise: any images -> logits
-    module), loss, optimizer, schedule, EMA and grad scaler of ``cfg``, on ``env``'s device."""
+                     teacher: nn.Module | None = None,
+                     datasets: tuple[ImageDataset, ImageDataset] | None = None) -> RunComponents:
+    """Data (``datasets``: the (train, val) sets, else those ``cfg.data`` names), student (``model`` replaces the
+    configured one), teacher (``teacher`` likewise: any images -> logits module), loss, optimizer, schedule, EMA and
+    grad scaler of ``cfg``, on ``env``'s device."""
     device = env.device
     # The data sets first (a bad split fails before any model is built): the class count sizes the student's head;
     # the loaders need the student's preprocessing.
-    train_set, val_set = build_dataset(cfg.data, "train"), build_dataset(cfg.data, "val")
+    train_set, val_set = datasets or (build_dataset(cfg.data, "train"), build_dataset(cfg.data, "val"))
     classes = list(train_set.classes)
     model, preprocessing = _student(cfg, len(classes), classes, model, device)
     mixup = build_mixup(cfg.data, len(classes))
     objective = build_distillation_objective(cfg, len(classes), soft_targets=mixup is not None)
     # The task checks that the distillation setting fits the student before any teacher is loaded.
     task = TrainTask(model, objective, mixup=mixup, augment=build_device_augment(cfg.data, preprocessing),
-                     seed=cfg.seed, env=env, amp=cfg.amp, student_name=repr(cfg.model.name))
+                     seed=cfg.seed, env=env, amp=cfg.amp, student_name=repr(cfg.model.name), compile=cfg.compile,
+                     report=say if env.is_main else None)
     data = build_data(cfg, env, preprocessing, (train_set, val_set))
     source, live, notes = build_teacher_source(cfg, env, preprocessing, data, teacher)
     if task.augment is not None and device.type == "cpu":

@@ -16,14 +16,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from deit.data.config import DataConfig
+from deit.models.attention import AttnImpl
 from deit.runtime.precision import AmpMode
-from deit.runtime.typedconfig import ConfigError, setting, to_dict, unknown_key
+from deit.runtime.typedconfig import ConfigError, coerce, setting, to_dict, unknown_key
 from deit.train.objectives import check_objective
 
 DistillationType = Literal["none", "soft", "hard"]
 DistillationToken = Literal["dist", "cls"]
 KlNormalisation = Literal["batchmean", "batch_classes"]
-OptimizerName = Literal["adamw", "sgd"]
+OptimizerName = Literal["adamw", "lamb", "sgd"]
 ScheduleName = Literal["cosine", "constant"]
 TeacherDtype = Literal["auto", "float32", "bfloat16", "float16"]
 ResumeMode = Literal["auto", "never"]
@@ -46,6 +47,10 @@ class ModelConfig:
     args: dict[str, Any] = field(default_factory=dict)
     # Overrides of the model's preprocessing, stored in its checkpoints (crop_pct, mean, std, interpolation).
     preprocessing: dict[str, Any] = field(default_factory=dict)
+    # Which kernel computes attention (a runtime setting: weights and checkpoints are the same): auto (the faster of
+    # sdpa and matmul + softmax, measured once per process for each shape, dtype and device: deit.models.attention),
+    # sdpa or math. A continuation may change it: the two agree to rounding.
+    attn_impl: AttnImpl = setting("auto", resumable=True)
 
 
 @dataclass
@@ -81,12 +86,15 @@ class DistillationConfig:
 @dataclass
 class LossConfig:
     # The base objective, by name from deit.train.objectives' registry (cross_entropy: hard labels with
-    # data.smoothing, or mixup's soft targets); the distillation term composes on top of it.
+    # data.smoothing, or mixup's soft targets; bce: DeiT III's binary cross-entropy, mixup's targets binarised,
+    # data.smoothing 0); the distillation term composes on top of it.
     name: str = "cross_entropy"
 
 
 @dataclass
 class OptimConfig:
+    # adamw; lamb: DeiT III's (deit.train.optim.Lamb: apex FusedLAMB's rule, its global gradient clipping at norm
+    # 1.0 built in, no trust ratio where there is no weight decay); sgd.
     name: OptimizerName = "adamw"
     lr: float = 5e-4  # base lr, for a total batch of lr_base_batch when scale_lr is on
     # lr = lr * total_batch / lr_base_batch, total_batch = data.batch_size x world size x accum_steps
@@ -123,11 +131,41 @@ class LoggingConfig:
 
 
 @dataclass
+class BudgetPlan:
+    """What ``budget_minutes`` planned for a run, measured on its own steps before it trained (deit.train.budget).
+    Written by the run into its config.yaml; its continuation keeps it instead of planning again. The run's
+    ``epochs`` and ``schedule.warmup_epochs`` are the planned values; the requested ones are kept here."""
+
+    budget_minutes: float = 0.0  # the budget this plan was made for
+    requested_epochs: int = 1  # the config's epochs: the cap of the plan
+    requested_warmup_epochs: float = 0.0  # the config's schedule.warmup_epochs
+    steps_per_epoch: int = 1
+    step_seconds: float = 0.0  # one optimizer step: data loading, the teacher or its cache, the optimizer
+    images_per_s: float = 0.0
+    calibration_steps: int = 0  # optimizer steps timed (then undone: the run starts from the same state)
+    calibration_seconds: float = 0.0  # the steps, one (partial) validation and one save
+    validation_seconds: float = 0.0  # one validation of the whole val set (0: the run never validates)
+    validations: int = 0
+    save_seconds: float = 0.0  # one save of the weights and the training state
+    saves: int = 0
+    finish_seconds: float = 0.0  # after the last epoch: the plots
+    startup_seconds: float = 0.0  # the process before the first epoch: imports, start-up, calibration
+    predicted_minutes: float = 0.0  # the whole run
+    expected_end: str = ""  # local time, as planned
+    note: str = ""
+
+
+@dataclass
 class TrainConfig:
     # Fields marked resumable=True may change between a run and its continuation (they change nothing computed);
     # every other difference makes `resume: auto` refuse the run dir (deit.train.resume).
     name: str = "custom"
     epochs: int = 300
+    # Train within this many minutes of wall time (deit train --budget-minutes N), everything included: before it
+    # trains, the run times a few of its own steps, a validation and a save, and plans the largest number of epochs
+    # up to ``epochs`` (the cap) that ends within the budget; warm-up shrinks with the schedule. The plan is
+    # written to the run's config.yaml (``budget_plan``, with the planned epochs), and a resumed run keeps it.
+    budget_minutes: float | None = None
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     # auto: bf16 autocast where the hardware computes bf16 natively (CUDA GPUs that support it, CPUs with
@@ -153,6 +191,9 @@ class TrainConfig:
     # torch intra-op threads per process; null: torch's default (torchrun sets OMP_NUM_THREADS=1 per process).
     # On a CPU shared with other busy processes, 1 is often faster than several spinning threads.
     threads: int | None = setting(None, resumable=True)
+    # torch.compile the training step (forward, objective, backward; deit.train.compiling): the first steps print
+    # the compile time and the speed-up over eager. Same maths, eager's random numbers: a continuation may change it.
+    compile: bool = setting(False, resumable=True)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
@@ -162,6 +203,8 @@ class TrainConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     ema: EmaConfig = field(default_factory=EmaConfig)
     logging: LoggingConfig = setting(default_factory=LoggingConfig, resumable=True)
+    # Written by the run when budget_minutes planned it (see BudgetPlan); null until then.
+    budget_plan: BudgetPlan | None = None
 
     def validate(self) -> TrainConfig:
         """Value checks that need no model or data (those come at the start of training)."""
@@ -177,6 +220,7 @@ class TrainConfig:
         ]:
             if value < low:
                 raise ConfigError(f"{key} must be >= {low}, got {value}")
+        self._validate_budget()
         if self.save_every_minutes < 0:
             raise ConfigError(f"save_every_minutes must be >= 0 (0: off), got {self.save_every_minutes}")
         if not 0.0 <= self.distillation.alpha <= 1.0:
@@ -186,7 +230,7 @@ class TrainConfig:
         if not 0.0 <= self.ema.decay < 1.0:
             raise ConfigError(f"ema.decay must be in [0, 1), got {self.ema.decay}")
         try:
-            check_objective(self.loss.name)
+            check_objective(self.loss.name, self.data.smoothing)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         if len(self.optim.betas) != 2:
@@ -196,6 +240,16 @@ class TrainConfig:
             raise ConfigError(f"device={self.device!r} is not one of auto, cpu, cuda, cuda:N")
         return self
 
+    def _validate_budget(self) -> None:
+        if self.budget_minutes is not None and self.budget_minutes <= 0:
+            raise ConfigError(f"budget_minutes must be > 0 (or null: train for `epochs`), got {self.budget_minutes}")
+        plan = self.budget_plan
+        if plan is not None and plan.budget_minutes != self.budget_minutes:
+            raise ConfigError(
+                f"this run was planned for budget_minutes={plan.budget_minutes:g} (its budget_plan) and keeps that "
+                f"plan: leave budget_minutes at {plan.budget_minutes:g}; to train longer give epochs=N, or start "
+                "over with --fresh")
+
     def _validate_model(self) -> None:
         from deit.models import Preprocessing, get_entry
 
@@ -204,9 +258,12 @@ class TrainConfig:
         except ValueError as exc:
             raise ConfigError(f"model.name: {exc}") from None
         valid = [f.name for f in dataclasses.fields(entry.config)]
-        for key in self.model.args:
+        hints = typing.get_type_hints(type(entry.config))
+        for key, value in self.model.args.items():
             if key not in valid:
                 raise unknown_key(key, "model.args.", valid)
+            if isinstance(value, str):  # YAML 1.1 reads 1e-4 as a string: read it as the field's type
+                self.model.args[key] = coerce(value, hints[key], f"model.args.{key}")
             dedicated = {"img_size": "model.img_size", "drop_path_rate": "model.drop_path",
                          "num_classes": "nothing (the class count comes from the data)"}
             if key in dedicated:
@@ -254,6 +311,7 @@ __all__ = [
     "DISTILLATION_TOKENS",
     "DISTILLATION_TYPES",
     "KL_NORMALISATIONS",
+    "BudgetPlan",
     "ConfigError",
     "DistillationConfig",
     "EmaConfig",

@@ -133,13 +133,17 @@ class Progress:
 
 
 class Clock:
-    """Wall seconds of a run: those of earlier processes (``offset``, from the saved state) plus this one's."""
+    """Wall seconds of a run: those of earlier processes (``offset``, from the saved state) plus this one's.
+    ``lead``: what this process spent before the clock started (its imports), which a time budget counts too."""
 
-    def __init__(self, offset: float = 0.0) -> None:
-        self.offset, self.started = offset, time.perf_counter()
+    def __init__(self, offset: float = 0.0, lead: float = 0.0) -> None:
+        self.offset, self.lead, self.started = offset, lead, time.perf_counter()
 
     def elapsed(self) -> float:
         return self.offset + time.perf_counter() - self.started
+
+    def budget_elapsed(self) -> float:
+        return self.elapsed() + self.lead
 
 
 def validates(epoch: int, epochs: int, eval_every: int) -> bool:
@@ -291,7 +295,7 @@ class Trainer:
     def _backward(self, x: torch.Tensor, y: torch.Tensor, group: _Group, group_size: int, accumulate: bool) -> None:
         """Forward, loss and backward of one micro-batch (gradients accumulate into the group's step)."""
         p = self.progress
-        with self.task.accumulating(accumulate):
+        with self.task.accumulating(accumulate), self.task.timing():
             out = self.task(x, y, p.epoch, p.batch)
             scaled = out.loss / group_size
             if self.scaler is not None:

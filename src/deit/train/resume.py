@@ -20,6 +20,7 @@ from pathlib import Path
 from deit.runtime.distributed import DistEnv, barrier, on_main
 from deit.runtime.locks import LockHeld
 from deit.runtime.typedconfig import deep_merge, dict_differences, keys_where, read_yaml_file, to_dict
+from deit.train.budget import requested
 from deit.train.checkpointing import LOCK_FILE, RunDir
 from deit.train.config import ConfigError, TrainConfig
 
@@ -40,6 +41,27 @@ class RunDecision:
 def config_differences(saved: dict, current: dict) -> list[str]:
     """``key: saved -> current`` for every setting that differs, ignoring the ones a continuation may change."""
     return dict_differences(saved, current, RESUMABLE_CHANGES)
+
+
+def other_data(root: Path, saved: dict, cfg: TrainConfig) -> str | None:
+    """Why the run in ``root``, saved with config ``saved``, cannot continue on the data set objects ``cfg`` was
+    given (``data.fingerprint``); None when it can, or when ``cfg`` names its data set (its config says which)."""
+    mine = cfg.data.fingerprint
+    data = saved.get("data") if isinstance(saved.get("data"), dict) else {}
+    theirs = data.get("fingerprint")
+    if mine is None or mine == theirs:
+        return None
+    what = f"data set objects with fingerprint {theirs}" if theirs else f"data.dataset={data.get('dataset')}"
+    return (f"{root} holds a run trained on {what}, not on the data sets given now (fingerprint {mine}): continue "
+            "it with the same train and val sets, start over with resume='never' (the old run is moved aside, not "
+            "deleted), or choose another output_dir")
+
+
+def check_same_data(run: RunDir, state: dict | None, cfg: TrainConfig) -> None:
+    """A saved state continues only on the data set objects it was trained on (whatever the resume mode)."""
+    problem = other_data(run.root, state.get("config", {}), cfg) if state is not None else None
+    if problem:
+        raise ConfigError(problem)
 
 
 def move_aside(root: Path) -> Path:
@@ -75,8 +97,11 @@ def _decide(run: RunDir, cfg: TrainConfig, mode: str) -> RunDecision:
                                         "(the old run is moved aside), or choose another output_dir")
     if saved is None:  # killed between its first checkpoint and its config: the state has the config too
         saved = run.load_state().get("config", {})
-    # A setting the saved config lacks (written before the setting existed) counts as its default.
-    diffs = config_differences(deep_merge(to_dict(TrainConfig()), saved), to_dict(cfg))
+    if other_data(run.root, saved, cfg):
+        return RunDecision(False, error=other_data(run.root, saved, cfg))
+    # A setting the saved config lacks (written before the setting existed) counts as its default. A run planned by
+    # budget_minutes is compared as it was asked for (its requested epochs), so its unchanged command line goes on.
+    diffs = config_differences(requested(deep_merge(to_dict(TrainConfig()), saved)), requested(to_dict(cfg)))
     if diffs:
         shown = "; ".join(diffs[:8]) + (f"; and {len(diffs) - 8} more" if len(diffs) > 8 else "")
         return RunDecision(False, error=(
@@ -141,4 +166,5 @@ def open_run(root: Path, cfg: TrainConfig, env: DistEnv, mode: str) -> tuple[Run
     return run, state
 
 
-__all__ = ["RESUMABLE_CHANGES", "RunDecision", "config_differences", "in_use", "move_aside", "open_run"]
+__all__ = ["RESUMABLE_CHANGES", "RunDecision", "check_same_data", "config_differences", "in_use", "move_aside",
+           "open_run", "other_data"]

@@ -6,6 +6,7 @@ Python API::
     cfg = load_config("digits-deit-distilled", ["epochs=5", "teacher.checkpoint=runs/teacher/best.safetensors"])
     result = train(cfg)                      # or train(cfg, teacher=any_module_mapping_images_to_logits)
     result.summary["final"]["top1"]
+    train(cfg, datasets=(train_set, val_set))  # data set objects of your own (deit.data.ImageDataset)
 
 Under ``torchrun --nproc_per_node N`` every process calls the same function; ranks come from the environment.
 """
@@ -15,18 +16,22 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from deit.data import ImageDataset
+from deit.data.datasets import given_data
 from deit.inference.evaluation import evaluate
 from deit.models import describe_model
 from deit.runtime.distributed import DistEnv, barrier, cleanup, init_distributed, on_main, ranks_identical
 from deit.runtime.files import atomic_write_text
 from deit.runtime.signals import StopFlag
 from deit.runtime.typedconfig import to_dict
+from deit.train.budget import budget_line, keep_plan, outcome
+from deit.train.calibration import BudgetWatch, plan_budget
 from deit.train.checkpointing import RunDir
 from deit.train.components import (
     RunComponents,
@@ -40,7 +45,7 @@ from deit.train.engine import Clock, NonFiniteLossError, Trainer
 from deit.train.hooks import Checkpointer, MetricsLog, ProgressBar
 from deit.train.preemption import Preempted, StopTraining
 from deit.train.presets import dump_config
-from deit.train.resume import open_run
+from deit.train.resume import check_same_data, open_run
 from deit.train.teacher_source import check_teacher_checkpoint
 from deit.train.tensorboard import TensorBoardSink, wants_tensorboard
 
@@ -57,17 +62,30 @@ def train(
     *,
     model: nn.Module | None = None,
     teacher: nn.Module | None = None,
+    datasets: tuple[ImageDataset, ImageDataset] | None = None,
     resume: bool | str = False,
+    started: float | None = None,
 ) -> TrainResult:
     """Train as ``cfg`` says; ``model``/``teacher`` replace the configured ones (any image -> logits module).
 
+    ``datasets``: ``(train_set, val_set)`` objects of your own to train and validate on, instead of the data set
+    ``cfg.data`` names (its loader and augmentation settings still apply). The run records ``data.dataset: given``
+    and the sets' fingerprints (``ImageDataset.fingerprint()``); continuing it needs the same sets, others are
+    refused.
+
     ``resume``: False follows ``cfg.resume`` (auto: continue a run of the same config in the output dir); True
     requires a saved state to continue (``deit train --resume``); "continue" continues a saved state if there is
-    one, whatever config made it (a caller that owns the run directory, like ``deit reproduce --resume``)."""
+    one, whatever config made it (a caller that owns the run directory, like ``deit reproduce --resume``).
+
+    ``started``: when the run began, a ``time.perf_counter()`` reading, from which ``budget_minutes`` counts
+    (``deit train``: its process's start, imports included); default: this call."""
     cfg.validate()
+    if datasets is not None:
+        cfg = replace(cfg, data=given_data(cfg.data, datasets))
+    started = time.perf_counter() if started is None else started
     env = init_distributed(cfg.device)
     try:
-        return _train(cfg, env, model, teacher, resume)
+        return _train(cfg, env, model, teacher, resume, started, datasets)
     finally:
         cleanup(env)
 
@@ -147,6 +165,8 @@ def _fit(cfg: TrainConfig, env: DistEnv, run: RunDir, parts: RunComponents, cloc
                         (data.train_loader, data.val_loader), cfg.data.root, tensorboard), checkpointer]
     if cfg.progress:
         hooks.insert(0, ProgressBar(env, cfg.epochs))
+    if cfg.budget_plan is not None:
+        hooks.append(BudgetWatch(cfg, env, clock))
     try:
         with StopFlag() as stop:
             trainer.stop = stop
@@ -189,16 +209,19 @@ def _summary(cfg: TrainConfig, env: DistEnv, run: RunDir, parts: RunComponents, 
     }
 
 
-def _finish(run: RunDir, env: DistEnv, summary: dict) -> None:
+def _finish(run: RunDir, env: DistEnv, summary: dict, cfg: TrainConfig, clock: Clock) -> None:
     if not env.is_main:
         return
-    run.write_summary(summary)
     try:
         from deit.train.plots import plot_run
 
         plot_run(run.root)
     except ImportError as exc:  # matplotlib missing: plots are optional
         print(f"plots skipped: {exc}", file=sys.stderr)
+    if cfg.budget_plan is not None:  # the run's end, its plots included, against its plan
+        summary["budget"] = outcome(cfg, clock.budget_elapsed())
+        print(budget_line(summary["budget"]), flush=True)
+    run.write_summary(summary)
 
 
 def _complete(run: RunDir, env: DistEnv, cfg: TrainConfig, state: dict) -> dict | None:
@@ -219,8 +242,9 @@ def complete_line(run: RunDir, summary: dict) -> str:
 
 
 def _train(cfg: TrainConfig, env: DistEnv, model: nn.Module | None, teacher: nn.Module | None,
-           resume: bool | str) -> TrainResult:
-    clock = Clock()
+           resume: bool | str, started: float,
+           datasets: tuple[ImageDataset, ImageDataset] | None = None) -> TrainResult:
+    clock = Clock(lead=max(0.0, time.perf_counter() - started))
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     cfg, precision = resolve_precision(cfg, env.device)
@@ -232,7 +256,9 @@ def _train(cfg: TrainConfig, env: DistEnv, model: nn.Module | None, teacher: nn.
     run, state = open_run(default_output_dir(cfg), cfg, env, mode)
     ok = False
     try:
-        result = _run(cfg, env, run, state, model, teacher, clock, (precision, *([data_line] if data_line else [])))
+        check_same_data(run, state, cfg)
+        result = _run(cfg, env, run, state, model, teacher, clock, (precision, *([data_line] if data_line else [])),
+                      datasets)
         ok = True
         return result
     finally:  # unlocked on every path; a start that saved nothing leaves no directory it made
@@ -241,14 +267,18 @@ def _train(cfg: TrainConfig, env: DistEnv, model: nn.Module | None, teacher: nn.
 
 
 def _run(cfg: TrainConfig, env: DistEnv, run: RunDir, state: dict | None, model: nn.Module | None,
-         teacher: nn.Module | None, clock: Clock, start_lines: tuple[str, ...]) -> TrainResult:
-    parts = build_components(cfg, env, model, teacher)
+         teacher: nn.Module | None, clock: Clock, start_lines: tuple[str, ...],
+         datasets: tuple[ImageDataset, ImageDataset] | None = None) -> TrainResult:
+    cfg = keep_plan(cfg, state)  # a continued run trains to the plan it started with
+    parts = build_components(cfg, env, model, teacher, datasets)
     done = _complete(run, env, cfg, state) if state is not None else None
     if done is not None:  # rerunning a finished run: say so, write nothing
         parts.model.load_state_dict(state["model"])
         _say(env, complete_line(run, done))
         return TrainResult(run.root, parts.model, done)
     _restore(parts, state, run, env)
+    if state is None and cfg.budget_minutes is not None and cfg.budget_plan is None:
+        cfg = plan_budget(cfg, env, parts, run.root, clock, lambda line: _say(env, line))
     trainer: Trainer = parts.trainer
     clock.offset = trainer.progress.seconds
     _banner(cfg, env, run, parts, resumed=state is not None)
@@ -266,7 +296,7 @@ def _run(cfg: TrainConfig, env: DistEnv, run: RunDir, state: dict | None, model:
     finally:
         parts.data.close()  # however the loop ended, its data workers end with it
     summary = _summary(cfg, env, run, parts, final, clock)
-    _finish(run, env, summary)
+    _finish(run, env, summary, cfg, clock)
     barrier(env)
     return TrainResult(run.root, parts.model, summary)
 

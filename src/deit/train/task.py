@@ -29,6 +29,7 @@ from deit.inference.teacher import as_teacher
 from deit.models.contract import has_two_heads, training_outputs
 from deit.runtime.distributed import DistEnv
 from deit.runtime.precision import autocast
+from deit.train.compiling import CompiledStep
 from deit.train.config import ConfigError
 from deit.train.loss import DistillationObjective, check_token
 
@@ -75,10 +76,14 @@ class TrainTask:
 
     def __init__(self, student: nn.Module | None, objective: DistillationObjective, teacher=None, *,
                  mixup: Callable | None = None, augment: Callable | None = None, seed: int = 0, env: DistEnv,
-                 amp: str = "none", student_name: str = "this model") -> None:
+                 amp: str = "none", student_name: str = "this model", compile: bool = False,
+                 report: Callable[[str], None] | None = None) -> None:
         self.student, self.objective, self.teacher = student, objective, as_teacher(teacher)
         self.mixup, self.augment, self.seed, self.env, self.amp = mixup, augment, seed, env, amp
         self.forward_model: nn.Module | None = None
+        # compile: forward + objective (and so their backward) through torch.compile, measured; report: told the
+        # compile time and the speed-up (deit.train.compiling)
+        self.compiled = CompiledStep(self._terms, env.device, report) if compile and student is not None else None
         if student is not None:
             # Checked once, here: whether the distillation setting fits the student's heads.
             check_token(objective.distillation_type, objective.token, has_two_heads(student), student_name)
@@ -128,16 +133,23 @@ class TrainTask:
             return self.forward_model.no_sync()
         return contextlib.nullcontext()
 
+    def timing(self) -> contextlib.AbstractContextManager:
+        """Around one micro-batch's forward and backward: the compiled step's measurement (a no-op otherwise)."""
+        return self.compiled.timing() if self.compiled is not None else contextlib.nullcontext()
+
     def __call__(self, x: torch.Tensor, y: torch.Tensor, epoch: int, batch: int) -> StepOutput:
         """Forward and objective of micro-batch ``batch`` of ``epoch`` (the caller backpropagates ``loss``)."""
         torch.manual_seed(derive_seed(self.seed, "step", self.env.rank, epoch, batch))
         x, y = self.view(x, y, epoch, batch)
         teacher_logits = self.teacher_outputs(x, epoch, batch)
-        with autocast(self.env.device, self.amp):
-            outputs = self.forward_model(x)
-            terms = self.objective.terms(outputs, y, teacher_logits)
+        terms = (self.compiled or self._terms)(x, y, teacher_logits)
         loss = terms.pop("loss")
         return StepOutput(loss, terms, x.shape[0])
+
+    def _terms(self, x: torch.Tensor, y: torch.Tensor, teacher_logits: torch.Tensor | None
+               ) -> dict[str, torch.Tensor]:
+        with autocast(self.env.device, self.amp):
+            return self.objective.terms(self.forward_model(x), y, teacher_logits)
 
 
 __all__ = ["StepOutput", "TrainTask", "TrainView", "derive_seed", "mix"]
