@@ -104,7 +104,8 @@ def test_the_loader_sends_uint8_boxes_and_the_same_batches_with_any_workers_and_
 def test_the_setting_is_checked_and_keyed_with_the_stream():
     with pytest.raises(ValueError, match="device_augment must be true or false"):
         DataConfig(device_augment="yes")
-    assert {"device_augment", "device_steps", "device_ops", "device_resize"} <= set(STREAM_MODULES)
+    assert {"device_augment", "device_steps", "device_ops", "device_resize", "device_three_augment"} <= set(
+        STREAM_MODULES)
     assert build_device_augment(DataConfig(), Preprocessing(input_size=32)) is None
 
 

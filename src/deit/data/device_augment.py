@@ -1,11 +1,13 @@
 """``data.device_augment``: the train recipe split between the loader workers and the training device.
 
 The workers decode, draw every random choice of the recipe from the per-sample generator, in the same order as
-the worker path (``build_transform``) draws it: the crop box, the flip, RandAugment's ops, magnitudes and signs,
-random erasing's boxes and fill; they cut the crop box out and send its uint8 pixels with those parameters (the
-recipe's PaddedRandomCrop, or a nearest-neighbour resize, they run themselves). On the device,
-:class:`DeviceAugment` applies the rest to the whole batch with torch ops (``deit.data.device_steps``): the crop's
-resize (``device_resize``), flip, RandAugment (``device_ops``), normalisation, random erasing. Mixup follows in the
+the worker path (``build_transform``) draws it: the crop box, the flip, RandAugment's ops, magnitudes and signs
+(or 3-Augment's op and blur radius, the colour jitter's order and factors), random erasing's boxes and fill; they
+cut the crop box out and send its uint8 pixels with those parameters (the padded and simple crops, or a
+nearest-neighbour resize, they run themselves). On the device, :class:`DeviceAugment` applies the rest to the whole
+batch with torch ops (``deit.data.device_steps``): the crop's resize (``device_resize``), flip, RandAugment
+(``device_ops``) or 3-Augment and colour jitter (``device_three_augment``), normalisation, random erasing. Mixup
+follows in the
 training task. Since the parameters are the worker path's, a sample comes out as the worker path makes it
 (bit for bit wherever the ops match PIL: see ``device_ops``), and a run stays reproducible and resumable by the
 (seed, epoch, position) rule.
@@ -30,11 +32,39 @@ from PIL import Image
 from torch.utils.data import get_worker_info
 
 from deit.data.config import DataConfig
-from deit.data.device_steps import DEVICE_STEPS, DenseLayout, DeviceStep, NormalizeStep, Pending, layout_step
-from deit.data.transforms import Compose, build_transform
+from deit.data.device_steps import (
+    DenseLayout,
+    DeviceStep,
+    ErasingStep,
+    FlipStep,
+    NormalizeStep,
+    Pending,
+    RandAugmentStep,
+    layout_step,
+)
+from deit.data.device_three_augment import ColorJitterStep, ThreeAugmentStep
+from deit.data.randaugment import RandAugment
+from deit.data.three_augment import ColorJitter, ThreeAugment
+from deit.data.transforms import (
+    Compose,
+    RandomErasing,
+    RandomHorizontalFlip,
+    ToTensorNormalize,
+    build_transform,
+)
 from deit.models.preprocessing import Preprocessing
 
 Params = dict[str, Any]
+# A worker-path transform after the crop -> its device step (a DeviceStep that draws what the transform draws),
+# keyed by the transform's class; the steps run in the recipe's order.
+DEVICE_STEPS: dict[type, Callable[[Any], DeviceStep]] = {
+    RandomHorizontalFlip: FlipStep,
+    RandAugment: RandAugmentStep,
+    ThreeAugment: ThreeAugmentStep,
+    ColorJitter: ColorJitterStep,
+    ToTensorNormalize: NormalizeStep,
+    RandomErasing: ErasingStep,
+}
 
 
 def _map_tensors(obj: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:

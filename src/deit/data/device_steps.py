@@ -5,12 +5,12 @@ training device (the batch, with torch ops). See ``deit.data.device_augment`` fo
 
 The first step lays the batch out: ``ResizedCropStep`` (the workers cut RandomResizedCrop's box, the device
 resizes it: ``deit.data.device_resize``) or ``DenseLayout`` (the workers ran the crop themselves). Then flip,
-RandAugment (``deit.data.device_ops``), normalisation and erasing.
+RandAugment (``deit.data.device_ops``), normalisation and erasing; 3-Augment and the colour jitter are in
+``deit.data.device_three_augment``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -253,18 +253,7 @@ class ErasingStep(DeviceStep):
         return x
 
 
-# A worker-path transform after the crop -> its device step, in the order the recipe applies them. 3-Augment
-# (DeiT III: data.three_augment, data.color_jitter) gets its device step here: a DeviceStep subclass that draws
-# what its worker transform draws, keyed by that transform's class (it runs before ToTensorNormalize, as there).
-DEVICE_STEPS: dict[type, Callable[[Any], DeviceStep]] = {
-    RandomHorizontalFlip: FlipStep,
-    RandAugment: RandAugmentStep,
-    ToTensorNormalize: NormalizeStep,
-    RandomErasing: ErasingStep,
-}
-
 __all__ = [
-    "DEVICE_STEPS",
     "DenseLayout",
     "DeviceStep",
     "ErasingStep",
