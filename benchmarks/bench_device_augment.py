@@ -1,11 +1,11 @@
 """The data path with and without ``data.device_augment`` on real photos: images/s per loader worker, and the device
 stage's cost per image.
 
-Run: python benchmarks/bench_device_augment.py [--tar PATH] [--images 1000] [--repeats 3] [--json]
+Run: python benchmarks/bench_device_augment.py [--tar PATH] [--images 1000] [--repeats 3] [--recipes deit,deit3]
+[--json]
 
 Reads ``imagenet-sample-jpeg.tar`` (1,000 ImageNet photos, one per class; default ``../shared/data/`` beside the
-repository) and unpacks it under /tmp once. Both modes use the DeiT recipe at 224 px (RandomResizedCrop bicubic,
-flip, RandAugment ``rand-m9-mstd0.5-inc1``, erasing 0.25).
+repository) and unpacks it under /tmp once. Each recipe (``RECIPES``: DeiT's, DeiT III's) at 224 px, both modes.
 
 - Per worker: one process, one torch thread (a loader worker), the work a worker does for a batch: decode, its part
   of the recipe, collate. Worker path: decode, the whole transform, stacking float32 images. ``device_augment``:
@@ -37,6 +37,14 @@ from deit.models.preprocessing import Preprocessing
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_TAR = REPO.parent / "shared" / "data" / "imagenet-sample-jpeg.tar"
+# name -> (what it is, its DataConfig settings)
+RECIPES: dict[str, tuple[str, dict]] = {
+    "deit": ("DeiT: RandomResizedCrop, flip, RandAugment rand-m9-mstd0.5-inc1, erasing 0.25", {}),
+    "deit3": ("DeiT III (ImageNet-1k): RandomResizedCrop, flip, 3-Augment, colour jitter 0.3",
+              dict(three_augment=True, color_jitter=0.3, auto_augment=None, reprob=0.0)),
+    "deit3-simple": ("DeiT III with the simple random crop (cut to size in the workers)",
+                     dict(three_augment=True, color_jitter=0.3, auto_augment=None, reprob=0.0, train_crop="simple")),
+}
 
 
 def photos(tar: Path, count: int) -> list[Path]:
@@ -110,23 +118,13 @@ def machine() -> dict:
                                                                   text=True).stdout.strip()}
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--tar", type=Path, default=DEFAULT_TAR)
-    p.add_argument("--images", type=int, default=1000)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--threads", default="1,2", help="device-stage thread counts (default 1,2)")
-    p.add_argument("--json", action="store_true")
-    args = p.parse_args()
-    if not args.tar.is_file():
-        raise SystemExit(f"no photo archive at {args.tar}: pass --tar PATH to imagenet-sample-jpeg.tar")
-    paths = photos(args.tar, args.images)
-    pre, cfg = Preprocessing(input_size=224), DataConfig(device_augment=True)
+def measure(paths: list[Path], cfg: DataConfig, args: argparse.Namespace) -> dict:
+    """One recipe: per-worker rates of both modes (``--repeats`` runs, alternating), bytes sent, the device stage."""
+    pre = Preprocessing(input_size=224)
     worker_path = build_transform(cfg, True, pre)
     worker = DeviceAugmentWorker.build(cfg, pre)
     stage = DeviceAugment(split_transform(build_transform(cfg, True, pre))[1])
-    report = {"machine": machine(), "images": len(paths), "batch": args.batch, "runs": []}
+    report: dict = {"runs": []}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a loader worker runs with one thread
     try:
@@ -141,22 +139,50 @@ def main() -> None:
                                                                                                  args.batch)}
     report["device_stage"] = [device_stage(paths, worker, stage, args.batch, int(t))
                               for t in args.threads.split(",") for _ in range(args.repeats)]
-    if args.json:
-        print(json.dumps(report, indent=1))
-        return
-    m = report["machine"]
-    print(f"{m['cpu']} (avx512_bf16: {m['avx512_bf16']}), torch {m['torch']}; {m['uptime']}")
-    print(f"{len(paths)} photos, batch {args.batch}; images/s per worker (wall / CPU time):")
+    return report
+
+
+def show(name: str, report: dict) -> None:
+    print(f"recipe {name}: {RECIPES[name][0]}; images/s per worker (wall / CPU time):")
     for i, run in enumerate(report["runs"], 1):
         a, b = run["worker_path"], run["device_augment"]
         print(f"  run {i}: worker path {a['images_per_s']:.0f} / {a['cpu_images_per_s']:.0f}, device_augment "
               f"{b['images_per_s']:.0f} / {b['cpu_images_per_s']:.0f}: x{b['images_per_s'] / a['images_per_s']:.2f}"
               f" / x{b['cpu_images_per_s'] / a['cpu_images_per_s']:.2f}")
     sent = report["bytes_per_image"]
-    print(f"bytes per image sent: worker path {sent['worker_path']}, device_augment {sent['device_augment']:.0f}")
+    print(f"  bytes per image sent: worker path {sent['worker_path']}, device_augment {sent['device_augment']:.0f}")
     for d in report["device_stage"]:
         parts = ", ".join(f"{k} {v:.2f}" for k, v in d["ms_per_image_by_step"].items())
-        print(f"device stage on this CPU, {d['threads']} thread(s): {d['ms_per_image']:.2f} ms/image ({parts})")
+        print(f"  device stage on this CPU, {d['threads']} thread(s): {d['ms_per_image']:.2f} ms/image ({parts})")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tar", type=Path, default=DEFAULT_TAR)
+    p.add_argument("--images", type=int, default=1000)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--threads", default="1,2", help="device-stage thread counts (default 1,2)")
+    p.add_argument("--recipes", default="deit,deit3", help=f"comma-separated, of {', '.join(RECIPES)}")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args()
+    if not args.tar.is_file():
+        raise SystemExit(f"no photo archive at {args.tar}: pass --tar PATH to imagenet-sample-jpeg.tar")
+    names = args.recipes.split(",")
+    unknown = [n for n in names if n not in RECIPES]
+    if unknown:
+        raise SystemExit(f"unknown recipe {unknown[0]!r}: --recipes takes {', '.join(RECIPES)}")
+    paths = photos(args.tar, args.images)
+    report = {"machine": machine(), "images": len(paths), "batch": args.batch,
+              "recipes": {n: measure(paths, DataConfig(device_augment=True, **RECIPES[n][1]), args) for n in names}}
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return
+    m = report["machine"]
+    print(f"{m['cpu']} (avx512_bf16: {m['avx512_bf16']}), torch {m['torch']}; {m['uptime']}")
+    print(f"{len(paths)} photos, batch {args.batch}")
+    for name, r in report["recipes"].items():
+        show(name, r)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,17 @@
 """One DeiT training step on the device, as a run takes it, with and without ``data.device_augment`` and compile.
 
-Run: python benchmarks/gpu_train_step.py [--device cuda] [--batch 256] [--variants worker,device,...] [--json]
+Run: python benchmarks/gpu_train_step.py [--device cuda] [--batch 256] [--recipe deit|deit3]
+[--variants worker,device,...] [--json]
 
 A variant's step is the training task's (``deit.train.task.TrainTask``: the batch moved to the device, the device
 stage under ``device_augment``, mixup/cutmix, the student's forward in the amp dtype, hard distillation against a
 teacher's fixed outputs (the teacher's own cost left out), backward) and an AdamW step. Its input is one loader
-batch of the DeiT recipe at 224 px, built on the host from photo-like images of 300-500 px and pinned: float32 for
-the worker path, the uint8 crop boxes and drawn parameters for ``device_augment``. Reported per variant: images/s,
-ms per step, the student's MFU against the datasheet peak (3x the forward FLOPs; accelerators only), and the device
-stage alone in ms per image. ``+compile`` compiles the task's forward module with ``torch.compile`` (the train path
-has no compile setting yet: this is where it would act).
+batch of the recipe (``--recipe``: DeiT's RandAugment and erasing, or DeiT III's 3-Augment and colour jitter) at
+224 px, built on the host from photo-like images of 300-500 px and pinned: float32 for the worker path, the uint8
+crop boxes and drawn parameters for ``device_augment``. Reported per variant: images/s, ms per step, the student's
+MFU against the datasheet peak (3x the forward FLOPs; accelerators only), and the device stage alone in ms per
+image. ``+compile`` is the run's ``compile: true`` (``TrainTask(compile=True)``: forward + objective compiled, and
+their backward, after its eager steps; the warm-up covers them and the first compiled step).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from deit.data.device_augment import DeviceAugmentWorker
 from deit.data.transforms import build_transform
 from deit.models import create_model
 from deit.runtime.distributed import DistEnv
+from deit.train.compiling import EAGER_STEPS, TIMED_STEPS
 from deit.train.config import OptimConfig
 from deit.train.loss import DistillationObjective
 from deit.train.objectives import ObjectiveSpec, build_objective
@@ -38,6 +41,7 @@ from deit.train.task import TrainTask
 
 VARIANTS = ("worker", "device", "worker+compile", "device+compile")
 AMP = {"bf16": "bf16", "fp32": "none"}
+RECIPES = {"deit": {}, "deit3": dict(three_augment=True, color_jitter=0.3, auto_augment=None, reprob=0.0)}
 
 
 class FixedTeacher:
@@ -82,32 +86,34 @@ def _sync(device: torch.device) -> None:
 def measure(variant: str, args: argparse.Namespace, batches: dict, device: torch.device) -> dict:
     """Time ``args.steps`` training steps of one variant after ``args.warmup``."""
     mode, compiled = variant.split("+")[0], variant.endswith("+compile")
-    cfg = DataConfig(device_augment=mode == "device")
+    cfg = DataConfig(device_augment=mode == "device", **RECIPES[args.recipe])
     torch.manual_seed(0)
     model = create_model(args.model, img_size=args.img_size, **json.loads(args.model_args)).to(device)
     pre, classes = model.preprocessing, model.num_classes
     objective = DistillationObjective(build_objective("cross_entropy", ObjectiveSpec(classes, 0.1, True)), "hard")
     teacher = FixedTeacher(torch.randn(args.batch, classes, device=device))
     task = TrainTask(model, objective, teacher, mixup=build_mixup(cfg, classes), seed=0,
-                     augment=build_device_augment(cfg, pre), env=DistEnv(device=device), amp=AMP[args.dtype])
-    if compiled:
-        task.forward_model = torch.compile(task.forward_model)
+                     augment=build_device_augment(cfg, pre), env=DistEnv(device=device), amp=AMP[args.dtype],
+                     compile=compiled)
+    # compiled: past the eager steps, the compile and the steps the compiled step synchronises to measure itself
+    warmup = max(args.warmup, EAGER_STEPS + 1 + TIMED_STEPS) if compiled else args.warmup
     optimizer = build_optimizer(OptimConfig(), model, lr=5e-4)
     labels = torch.randint(0, classes, (args.batch,))
     x = batches[mode]
 
     def step(i: int) -> None:
-        out = task(x, labels, 0, i)
-        optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
+        with task.timing():  # as the trainer steps (the compiled step measures its first steps)
+            out = task(x, labels, 0, i)
+            optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
         optimizer.step()
 
-    for i in range(args.warmup):
+    for i in range(warmup):
         step(i)
     _sync(device)
     t0 = time.perf_counter()
     for i in range(args.steps):
-        step(args.warmup + i)
+        step(warmup + i)
     _sync(device)
     seconds = (time.perf_counter() - t0) / args.steps
     row = {"variant": variant, "batch": args.batch, "ms_per_step": 1000 * seconds,
@@ -134,10 +140,10 @@ def run(args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     pre_model = create_model(args.model, img_size=args.img_size, **json.loads(args.model_args))
     sides = tuple(int(v) for v in args.sides.split(","))
-    batches = host_batches(DataConfig(), pre_model.preprocessing, photos(args.photos, sides), args.batch,
-                           pin=device.type == "cuda")
-    report = {"device": device_name(device), "model": args.model, "dtype": args.dtype, "torch": torch.__version__,
-              "rows": []}
+    batches = host_batches(DataConfig(**RECIPES[args.recipe]), pre_model.preprocessing, photos(args.photos, sides),
+                           args.batch, pin=device.type == "cuda")
+    report = {"device": device_name(device), "model": args.model, "dtype": args.dtype, "recipe": args.recipe,
+              "torch": torch.__version__, "rows": []}
     for variant in args.variants.split(","):
         if variant not in VARIANTS:
             raise SystemExit(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
@@ -159,6 +165,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--photos", type=int, default=64, help="distinct images the batch is drawn from")
     p.add_argument("--sides", default="300,500", help="smallest,largest side of those images (default 300,500)")
+    p.add_argument("--recipe", choices=sorted(RECIPES), default="deit")
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--json", action="store_true")
     p.add_argument("--output", default=None, help="also write the report (JSON) here, after each variant")
@@ -171,7 +178,8 @@ def main() -> None:
     if args.json:
         print(json.dumps(report, indent=1))
         return
-    print(f"{report['model']} on {report['device']}, {report['dtype']}, torch {report['torch']}")
+    print(f"{report['model']} on {report['device']}, {report['dtype']}, recipe {report['recipe']}, "
+          f"torch {report['torch']}")
     for r in report["rows"]:
         mfu = f", MFU {r['mfu_pct']:.1f}%" if r["mfu_pct"] is not None else ""
         stage = (f", device stage {r['device_stage_ms_per_image']:.4f} ms/image"
