@@ -229,7 +229,7 @@ def build_components(cfg: TrainConfig, env: DistEnv, model: nn.Module | None = N
     data = build_data(cfg, env, preprocessing, (train_set, val_set))
     source, live, notes = build_teacher_source(cfg, env, preprocessing, data, teacher)
     if task.augment is not None and device.type == "cpu":
-        notes.append("data.device_augment on a CPU: the recipe's resize and RandAugment run in the training process, "
+        notes.append("data.device_augment on a CPU: the recipe's resize and augmentations run in the training process, "
                      "batched for a GPU and slower here than in loader workers (set data.device_augment=false)")
     if objective.distilling:
         check_distillation(cfg, live.module if live else None, len(classes), preprocessing.input_size, device,
