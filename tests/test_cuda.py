@@ -9,12 +9,17 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent / "train"))
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
 from train_support import tiny_overrides  # noqa: E402
 
 from deit.benchmark import BenchmarkConfig, run_benchmark  # noqa: E402
 from deit.checkpoints import save_checkpoint  # noqa: E402
+from deit.data import DataConfig, build_device_augment  # noqa: E402
+from deit.data.device_augment import DeviceAugmentWorker  # noqa: E402
 from deit.inference.teacher import Teacher  # noqa: E402
-from deit.models import create_model  # noqa: E402
+from deit.models import Preprocessing, create_model  # noqa: E402
 from deit.runtime.precision import resolve_amp  # noqa: E402
 from deit.train import load_config, train  # noqa: E402
 from deit.train.cache_build import BuildOptions, build_cache  # noqa: E402
@@ -80,6 +85,26 @@ def test_benchmark_on_the_gpu_reports_mfu():
     assert model_rows and all(r.ours_img_s and r.ours_img_s > 0 for r in model_rows)
     if any(name in torch.cuda.get_device_name() for name in ("H100", "H200", "A100")):
         assert all(r.ours_mfu_pct is not None and r.ours_mfu_pct > 0 for r in model_rows)
+
+
+def test_the_device_stage_on_the_gpu_makes_the_cpu_s_batch_and_trains_the_worker_path_s_run(tmp_path):
+    # Every RandAugment op, three erasing boxes, crops of every size: the same bytes on both devices.
+    cfg = DataConfig(device_augment=True, auto_augment="rand-m9-mstd0.5-inc1-p1.0-n3", reprob=1.0, recount=3)
+    pre, rng = Preprocessing(input_size=64), np.random.default_rng(0)
+    photos = [Image.fromarray(rng.integers(0, 256, (int(h), int(w), 3), dtype=np.uint8))
+              for h, w in rng.integers(40, 200, (64, 2))]
+    worker, stage = DeviceAugmentWorker.build(cfg, pre), build_device_augment(cfg, pre)
+    batch = worker.collate([worker(img, np.random.default_rng([0, 0, i])) for i, img in enumerate(photos)])
+    on_cpu, on_gpu = stage(batch), stage(batch.pin_memory().to(GPU, non_blocking=True)).cpu()
+    assert torch.equal(on_cpu, on_gpu), f"{(on_cpu != on_gpu).sum()} values differ"
+    runs = {}
+    for name, extra in (("worker", ()), ("device", ("data.device_augment=true",)),
+                        ("again", ("data.device_augment=true",))):
+        result = train(_cfg(tmp_path / name, "data.auto_augment=rand-m9-mstd0.5-inc1", *extra))
+        runs[name] = load_file(str(result.run_dir / "last.safetensors"))
+    for key, value in runs["device"].items():
+        assert torch.equal(value, runs["again"][key]), f"device_augment is not reproducible on the GPU: {key}"
+        assert torch.equal(value, runs["worker"][key]), f"device_augment trains another run on the GPU: {key}"
 
 
 def test_lamb_on_the_gpu_matches_the_cpu():

@@ -219,6 +219,11 @@ def export_hf(
         raise ValueError(f"export_hf needs a DeiT VisionTransformer, got {type(model).__name__}")
     if layout not in ("v5", "legacy"):
         raise ValueError(f"layout must be 'v5' (transformers 5.x names) or 'legacy' (<= 4.x), got {layout!r}")
+    deit3 = [what for what, has in (("LayerScale", cfg.init_values is not None),
+                                    ("a position embedding of the patch tokens only", not cfg.prefix_pos_embed)) if has]
+    if deit3:
+        raise ValueError(f"HF transformers has no DeiT III: this model has {' and '.join(deit3)}, which its DeiT "
+                         "and ViT lack; write it in our layout or the official, timm or openmmlab one instead")
     hf_class = hf_class or _hf_class_for(cfg, getattr(model, "head_mode", "avg"))
     if hf_class not in _HF_CLASSES:
         raise ValueError(f"hf_class must be one of {sorted(_HF_CLASSES)}, got {hf_class!r}")

@@ -3,9 +3,11 @@
 Canonical = the official / timm names (``blocks.{i}.attn.qkv.weight`` ...), which are also our model's parameter
 names. Supported layouts (their key names are shown in ``tests/checkpoints/test_checkpoint_layouts.py``):
 
-- ``official``: ``{'model': state_dict, ...}`` pickle from the reference training script;
-- ``timm``: the same keys, bare (or under ``state_dict``);
-- ``openmmlab``: mmcls / mmpretrain, ``{'meta', 'state_dict'}`` with ``backbone.layers.{i}.ln1`` ... names;
+- ``official``: ``{'model': state_dict, ...}`` pickle from the reference training script; DeiT III's
+  (``models_v2.py``) names LayerScale ``blocks.{i}.gamma_1`` / ``gamma_2`` where timm has ``ls1.gamma`` / ``ls2.gamma``;
+- ``timm``: the canonical keys, bare (or under ``state_dict``);
+- ``openmmlab``: mmcls / mmpretrain, ``{'meta', 'state_dict'}`` with ``backbone.layers.{i}.ln1`` ... names (DeiT III:
+  ``attn.gamma1.weight`` / ``ffn.gamma2.weight``);
 - ``hf-legacy``: transformers <= 4.x names (``deit.encoder.layer.{i}.attention.attention.query`` ...);
 - ``hf-v5``: transformers 5.x names (``deit.layers.{i}.attention.q_proj`` ...);
 - ``deit``: our ``.safetensors`` with metadata (canonical keys; handled by the loader, not here).
@@ -28,9 +30,9 @@ from deit.checkpoints.errors import CheckpointError, StateDictMismatchError
 
 SUPPORTED_LAYOUTS: tuple[str, ...] = ("deit", "official", "timm", "openmmlab", "hf-legacy", "hf-v5")
 LAYOUT_HELP = (
-    "supported layouts: deit (our .safetensors), official ({'model': state_dict} .pth), timm (bare state dict, "
-    ".pth or .safetensors), openmmlab ({'meta', 'state_dict'} with backbone.* keys), hf-legacy and hf-v5 "
-    "(transformers save_pretrained directory or its weight file)"
+    "supported layouts: deit (our .safetensors), official ({'model': state_dict} .pth; DeiT III's with "
+    "blocks.{i}.gamma_1), timm (bare state dict, .pth or .safetensors), openmmlab ({'meta', 'state_dict'} with "
+    "backbone.* keys), hf-legacy and hf-v5 (transformers save_pretrained directory or its weight file)"
 )
 
 
@@ -94,6 +96,9 @@ def _hf_prefix(keys: set[str]) -> str | None:
     return None
 
 
+_OFFICIAL_LAYER_SCALE = re.compile(r"^blocks\.\d+\.gamma_[12]$")
+
+
 def detect_layout(state_dict: Mapping[str, torch.Tensor], wrapper: str | None = None) -> str:
     """Name the layout from the keys: openmmlab, hf-legacy, hf-v5, or official/timm (canonical keys)."""
     keys = set(state_dict)
@@ -104,11 +109,15 @@ def detect_layout(state_dict: Mapping[str, torch.Tensor], wrapper: str | None = 
         return "hf-v5"
     if any(k.startswith("backbone.") for k in keys):
         return "openmmlab"
-    return "official" if wrapper == "model" else "timm"
+    if wrapper == "model" or any(_OFFICIAL_LAYER_SCALE.match(k) for k in keys):
+        return "official"  # DeiT III's official LayerScale names say so even outside the {'model': ...} wrapper
+    return "timm"
 
 
 def to_canonical(state_dict: Mapping[str, torch.Tensor], layout: str) -> Converted:
-    if layout in ("official", "timm", "deit"):
+    if layout == "official":
+        return _from_official(state_dict)
+    if layout in ("timm", "deit"):
         return Converted(dict(state_dict), layout)
     if layout == "openmmlab":
         return _from_openmmlab(state_dict)
@@ -133,25 +142,80 @@ def _unrecognised(keys: list[str], layout: str) -> StateDictMismatchError:
     return StateDictMismatchError(f"{layout} checkpoint has keys with no DeiT counterpart: {shown}")
 
 
-# --------------------------------------------------------------------------------------------------- OpenMMLab
-_MMLAB_RULES = _rules(
+# ------------------------------------------------------------------------------------- official DeiT III, OpenMMLab
+# Each layout's names as (canonical, theirs) pairs, read in both directions: "{i}" is a block number, a name ending
+# in "." a prefix, any other a whole key. Canonical keys no pair names are the same in that layout.
+_OFFICIAL_PAIRS = [
+    # models_v2.py's Layer_scale_init_Block: LayerScale as bare parameters of the block.
+    ("blocks.{i}.ls1.gamma", "blocks.{i}.gamma_1"),
+    ("blocks.{i}.ls2.gamma", "blocks.{i}.gamma_2"),
+]
+_MMLAB_PAIRS = [
+    ("cls_token", "backbone.cls_token"),
+    ("dist_token", "backbone.dist_token"),
+    ("pos_embed", "backbone.pos_embed"),
+    ("patch_embed.proj.", "backbone.patch_embed.projection."),
+    ("blocks.{i}.norm1.", "backbone.layers.{i}.ln1."),
+    ("blocks.{i}.norm2.", "backbone.layers.{i}.ln2."),
+    ("blocks.{i}.attn.qkv.", "backbone.layers.{i}.attn.qkv."),
+    ("blocks.{i}.attn.proj.", "backbone.layers.{i}.attn.proj."),
+    ("blocks.{i}.mlp.fc1.", "backbone.layers.{i}.ffn.layers.0.0."),
+    ("blocks.{i}.mlp.fc2.", "backbone.layers.{i}.ffn.layers.1."),
+    # mmpretrain's DeiT3: LayerScale inside the attention and FFN modules.
+    ("blocks.{i}.ls1.gamma", "backbone.layers.{i}.attn.gamma1.weight"),
+    ("blocks.{i}.ls2.gamma", "backbone.layers.{i}.ffn.gamma2.weight"),
+    # The final norm has the same short name as the blocks' first norm: told apart by `layers.{i}.`.
+    ("norm.", "backbone.ln1."),
+    ("head.", "head.layers.head."),
+    ("head_dist.", "head.layers.head_dist."),
+]
+
+
+def _pattern(name: str) -> str:
+    return "^" + re.escape(name).replace(re.escape("{i}"), r"(\d+)") + ("" if name.endswith(".") else "$")
+
+
+def _pair_rules(pairs: list[tuple[str, str]], reverse: bool) -> list[tuple[re.Pattern, str | None]]:
+    """Rename rules from (canonical, theirs) pairs: theirs -> canonical (reverse) or canonical -> theirs."""
+    return _rules([(_pattern(b if reverse else a), (a if reverse else b).replace("{i}", r"\1")) for a, b in pairs])
+
+
+_OFFICIAL_TO_CANONICAL = _pair_rules(_OFFICIAL_PAIRS, reverse=True)
+_MMLAB_RULES = _pair_rules(_MMLAB_PAIRS, reverse=True) + _rules(
     [
-        (r"^backbone\.(cls_token|dist_token|pos_embed)$", r"\1"),
-        (r"^backbone\.patch_embed\.projection\.", "patch_embed.proj."),
-        (r"^backbone\.layers\.(\d+)\.ln1\.", r"blocks.\1.norm1."),
-        (r"^backbone\.layers\.(\d+)\.ln2\.", r"blocks.\1.norm2."),
-        (r"^backbone\.layers\.(\d+)\.attn\.(qkv|proj)\.", r"blocks.\1.attn.\2."),
-        (r"^backbone\.layers\.(\d+)\.ffn\.layers\.0\.0\.", r"blocks.\1.mlp.fc1."),
-        (r"^backbone\.layers\.(\d+)\.ffn\.layers\.1\.", r"blocks.\1.mlp.fc2."),
-        # The final norm has the same short name as the blocks' first norm: anchored on `backbone.ln1.`.
-        (r"^backbone\.ln1\.", "norm."),
-        (r"^head\.layers\.head\.", "head."),
-        (r"^head\.layers\.head_dist\.", "head_dist."),
         (r"^head\.fc\.", "head."),  # mmcls LinearClsHead
         # mmpretrain's data preprocessor normalisation buffers: not weights.
         (r"^data_preprocessor\.", None),
     ]
 )
+_TO_THEIRS = {"official": _pair_rules(_OFFICIAL_PAIRS, reverse=False), "openmmlab": _pair_rules(_MMLAB_PAIRS, False)}
+# The weights-only layouts from_canonical writes.
+WRITABLE_LAYOUTS: tuple[str, ...] = ("official", "timm", "openmmlab")
+
+
+def from_canonical(state_dict: Mapping[str, torch.Tensor], layout: str) -> dict[str, torch.Tensor]:
+    """Canonical keys -> the ``official`` (DeiT III's LayerScale as ``blocks.{i}.gamma_1``), ``timm`` (canonical)
+    or ``openmmlab`` (mmpretrain's DeiT / DeiT3) names; a key the layout has no name for is an error."""
+    if layout not in WRITABLE_LAYOUTS:
+        raise ValueError(f"cannot write the {layout!r} layout here; one of {WRITABLE_LAYOUTS}")
+    rules = _TO_THEIRS.get(layout, [])
+    out: dict[str, torch.Tensor] = {}
+    for k, v in state_dict.items():
+        ok, new = _rename(k, rules)
+        if not ok and layout == "openmmlab":
+            raise StateDictMismatchError(f"no OpenMMLab counterpart for key {k!r} (the layout has DeiT ViT keys only)")
+        out[new if ok and new is not None else k] = v
+    return out
+
+
+def _from_official(state_dict: Mapping[str, torch.Tensor]) -> Converted:
+    out = {}
+    for k, v in state_dict.items():
+        ok, new = _rename(k, _OFFICIAL_TO_CANONICAL)
+        out[new if ok and new is not None else k] = v
+    renamed = sum(1 for k in state_dict if k not in out)
+    notes = [f"renamed {renamed} LayerScale tensors (gamma_1/gamma_2 -> ls1/ls2.gamma)"] if renamed else []
+    return Converted(out, "official", notes)
 
 
 def _from_openmmlab(state_dict: Mapping[str, torch.Tensor]) -> Converted:

@@ -2,8 +2,10 @@
 
 ``create_model(name, pretrained=True)`` fetches the official file once into ``torch.hub.get_dir()/checkpoints``
 (the 8 hex digits of its name are the prefix of its sha256, torch.hub's ``check_hash`` convention) and verifies it,
-cached or not. ``pretrained="/path/file"`` loads a local file in any supported layout instead. Under
-``torch.distributed`` only local rank 0 of each node downloads; the other ranks wait at a barrier.
+cached or not. DeiT III's official files carry no digest in their names and none is published: the first copy is
+trusted once it loads as the named architecture, and its sha256, recorded beside it, is checked on later loads.
+``pretrained="/path/file"`` loads a local file in any supported layout instead. Under ``torch.distributed`` only
+local rank 0 of each node downloads; the other ranks wait at a barrier.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -20,8 +23,9 @@ from torch import nn
 from deit.checkpoints.errors import CheckpointError, DownloadError, HashMismatchError
 from deit.checkpoints.loading import load_weights_adapting
 from deit.checkpoints.reading import read_checkpoint
-from deit.models.registry import ModelEntry
+from deit.models.registry import ModelEntry, get_family, structure
 from deit.runtime.downloads import file_digest, once_per_node
+from deit.runtime.files import atomic_write_text
 
 logger = logging.getLogger("deit.checkpoints")
 
@@ -66,9 +70,50 @@ def _fetch(url: str, dst: Path) -> None:
     torch.hub.download_url_to_file(url, str(dst), hash_prefix=None, progress=True)
 
 
-def _ensure_cached(url: str, dst: Path, prefix: str | None) -> Path:
+def digest_record(path: Path) -> Path:
+    """Where the sha256 of a release file with no published digest is recorded (``<file>.sha256``)."""
+    return path.with_name(path.name + ".sha256")
+
+
+def verify_recorded(path: Path, url: str) -> None:
+    """A release file with no published digest against the sha256 recorded at its first use: FileNotFoundError
+    when none is recorded, HashMismatchError when the file changed since."""
+    record = digest_record(path)
+    recorded = record.read_text().split()[0] if record.exists() else None
+    if recorded is None:
+        raise FileNotFoundError(record)
+    digest = sha256_of(path)
+    if digest != recorded:
+        raise HashMismatchError(
+            f"{path}: its sha256 is {digest[:16]}..., but it was {recorded[:16]}... when first downloaded from {url} "
+            f"(recorded in {record}): the file changed since. Delete both files to download it again, or download "
+            f"the URL by hand and pass pretrained='/path/to/{path.name}'"
+        )
+
+
+def _trust_first_use(path: Path, url: str, validate: Callable[[Path], None]) -> None:
+    """A release with no published digest, seen for the first time: accept it only if ``validate`` (a loadable
+    checkpoint of the expected architecture) passes, then record its sha256 for every later load to check."""
+    validate(path)
+    digest = sha256_of(path)
+    atomic_write_text(digest_record(path), f"{digest}  {path.name}\n")
+    logger.warning("%s has no published digest: this first copy (a loadable checkpoint of the expected architecture) "
+                   "is trusted, its sha256 %s... recorded in %s and checked on every later load", path.name,
+                   digest[:16], digest_record(path).name)
+
+
+def _verify(path: Path, url: str, prefix: str | None, validate: Callable[[Path], None]) -> None:
+    if prefix:
+        verify_hash(path, prefix, url)
+    elif digest_record(path).exists():
+        verify_recorded(path, url)
+    else:  # put into the cache by hand, or downloaded before deit recorded digests: trusted like a download
+        _trust_first_use(path, url, validate)
+
+
+def _ensure_cached(url: str, dst: Path, prefix: str | None, validate: Callable[[Path], None]) -> Path:
     if dst.exists():
-        verify_hash(dst, prefix, url)
+        _verify(dst, url, prefix, validate)
         return dst
     dst.parent.mkdir(parents=True, exist_ok=True)
     logger.warning("downloading %s to %s", url, dst)
@@ -80,17 +125,26 @@ def _ensure_cached(url: str, dst: Path, prefix: str | None) -> Path:
             f"network access) and pass pretrained='/path/to/{dst.name}', or load it with "
             f"deit.load_checkpoint('/path/to/{dst.name}'); or put it at {dst} where it will be found and verified"
         ) from None
+    digest_record(dst).unlink(missing_ok=True)  # a record of an earlier copy says nothing of this one
     try:
-        verify_hash(dst, prefix, url)
-    except HashMismatchError:
+        _verify(dst, url, prefix, validate)
+    except ValueError:  # a wrong hash, a file that is no checkpoint or of another architecture (CheckpointErrors)
         dst.unlink(missing_ok=True)  # never leave a bad file where the next run would trust it
         raise
     return dst
 
 
-def fetch_release(url: str) -> Path:
+def _loadable(path: Path) -> None:
+    read_checkpoint(path)
+
+
+def fetch_release(url: str, validate: Callable[[Path], None] = _loadable) -> Path:
     """The verified local copy of a release file, downloading it into the torch hub cache if needed (once per
-    node under torch.distributed)."""
+    node under torch.distributed).
+
+    A file whose name carries its sha256 prefix is checked against it, cached or not. A file with no published
+    digest (DeiT III's) is trusted on first use: ``validate`` must pass (by default: it reads as a checkpoint),
+    then its sha256 is recorded beside it (``<file>.sha256``) and checked on every later load."""
     name = filename_of(url)
     dst = hub_checkpoint_dir() / name
     prefix = hash_prefix_of(name)
@@ -98,12 +152,31 @@ def fetch_release(url: str) -> Path:
     def check() -> Path:
         if not dst.exists():
             raise FileNotFoundError(dst)
-        verify_hash(dst, prefix, url)
+        if prefix:
+            verify_hash(dst, prefix, url)
+        else:
+            verify_recorded(dst, url)
         return dst
 
-    return once_per_node(lambda: _ensure_cached(url, dst, prefix), check, lambda: DownloadError(
+    return once_per_node(lambda: _ensure_cached(url, dst, prefix, validate), check, lambda: DownloadError(
         f"rank 0 of this node could not fetch {url} into {dst} (see its error); download it by hand and pass "
         f"pretrained='/path/to/{name}'"))
+
+
+def _of_architecture(entry: ModelEntry, url: str) -> Callable[[Path], None]:
+    """A check that a downloaded file holds ``entry``'s architecture (any class count)."""
+    unrecorded = get_family(entry.family).unrecorded
+
+    def shape(config: object) -> dict:
+        return {k: v for k, v in structure(config).items() if k not in unrecorded}
+
+    def validate(path: Path) -> None:
+        info = read_checkpoint(path)
+        if info.family != entry.family or shape(info.config) != shape(entry.config):
+            raise CheckpointError(f"{path} (from {url}) holds {info.describe()}, not the architecture of "
+                                  f"{entry.name}: it is not that release, and was not kept")
+
+    return validate
 
 
 def resolve_pretrained(entry: ModelEntry, pretrained: bool | str | os.PathLike) -> Path:
@@ -112,11 +185,11 @@ def resolve_pretrained(entry: ModelEntry, pretrained: bool | str | os.PathLike) 
             raise CheckpointError(
                 f"{entry.name} has no released weights; pass pretrained='/path/to/checkpoint' (any supported layout)"
             )
-        return fetch_release(entry.pretrained_url)
+        return fetch_release(entry.pretrained_url, _of_architecture(entry, entry.pretrained_url))
     if isinstance(pretrained, (str, os.PathLike)):
         text = os.fspath(pretrained)
         if text.startswith(("http://", "https://")):
-            return fetch_release(text)
+            return fetch_release(text, _of_architecture(entry, text))
         path = Path(text).expanduser()
         if not path.exists():
             raise FileNotFoundError(f"pretrained weights not found: {path}")

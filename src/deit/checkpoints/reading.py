@@ -119,10 +119,11 @@ def checkpoint_info(obj: Any, source: str, hf_dir: Path | None = None) -> Checkp
         notes += hf_notes
         class_names = class_names_from_hf(hf_config, config.num_classes)
     elif family == "vit" and hasattr(config, "num_heads"):
-        notes.append(
+        config, note = _unrecorded_from_registry(family, config)
+        notes.append(note or (
             f"num_heads {config.num_heads} follows the DeiT convention for embed_dim {config.embed_dim} "
             "(the weights do not record it); pass num_heads=... if this model differs"
-        )
+        ))
         if layout.startswith("hf"):
             notes.append("no config.json: LayerNorm eps 1e-6 (DeiT's) assumed; pass layer_norm_eps=... if not")
     if conv.hints:
@@ -145,6 +146,20 @@ def checkpoint_info(obj: Any, source: str, hf_dir: Path | None = None) -> Checkp
         architecture=entry.name if entry else None,
         notes=notes,
     )
+
+
+def _unrecorded_from_registry(family: str, config: Any) -> tuple[Any, str | None]:
+    """The config with what the weights cannot tell (``Family.unrecorded``: the ViT's head count) taken from the
+    registered model whose weights look the same (ViT-H's 16 heads of 80 dimensions), and a note saying so; the
+    config as inferred, and None, when no registered model looks the same."""
+    unrecorded = get_family(family).unrecorded
+    entry = find_entry(family, config, ignoring=unrecorded) if unrecorded else None
+    if entry is None:
+        return config, None
+    values = {name: getattr(entry.config, name) for name in unrecorded}
+    said = ", ".join(f"{k} {v}" for k, v in values.items())
+    return replace(config, **values), (f"{said} as {entry.name}, whose weights these look like (the weights do not "
+                                       f"record it); pass {unrecorded[0]}=... if this model differs")
 
 
 # A config size (width, depth, image size ...) this many times beyond every dimension of the file's own tensors
@@ -207,6 +222,14 @@ class Loss:
     read_back: Any  # what a reader of the file infers
 
 
+def _differs(presence_only: bool, value: Any, read_back: Any) -> bool:
+    """Whether a reader's value of a config field changes the model (a ``presence`` field such as LayerScale's
+    init_values only by whether it is set: the trained values are in the weights)."""
+    if presence_only:
+        return (value is None) != (read_back is None)
+    return value != read_back
+
+
 def weights_only_losses(model: nn.Module) -> list[Loss]:
     """What the official and timm layouts (weights only) lose of ``model``: every config field (besides training
     regularisation) and preprocessing value that reading the file back infers differently, and the class
@@ -214,9 +237,11 @@ def weights_only_losses(model: nn.Module) -> list[Loss]:
     model = unwrap_model(model)
     back = checkpoint_info(dict(model.state_dict()), "weights only")
     training = fields_with_role(model.config, "training")
+    presence = fields_with_role(model.config, "presence")
     losses = [Loss(f.name, "config", getattr(model.config, f.name), getattr(back.config, f.name, None))
               for f in dataclasses.fields(model.config)
-              if f.name not in training and getattr(model.config, f.name) != getattr(back.config, f.name, None)]
+              if f.name not in training and _differs(f.name in presence, getattr(model.config, f.name),
+                                                     getattr(back.config, f.name, None))]
     pre = getattr(model, "preprocessing", None) or back.preprocessing
     losses += [Loss(k, "preprocessing", v, getattr(back.preprocessing, k))
                for k, v in pre.to_dict().items() if v != getattr(back.preprocessing, k)]

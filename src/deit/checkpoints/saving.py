@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from deit.checkpoints import io
+from deit.checkpoints.layouts import from_canonical
 from deit.models.registry import default_preprocessing, family_of, find_entry
 
 
@@ -75,11 +76,26 @@ def _plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_official(model: nn.Module, path: str | os.PathLike) -> Path:
-    """Write ``{'model': state_dict}`` in the official / timm key layout (a plain-tensor pickle). The file holds
-    weights only: :func:`deit.checkpoints.reading.weights_only_losses` says what of ``model`` it cannot record."""
+    """Write ``{'model': state_dict}`` in the official key layout (a plain-tensor pickle): timm's names, with a
+    LayerScale model's gammas named as DeiT III's ``models_v2.py`` names them (``blocks.{i}.gamma_1``). The file
+    holds weights only: :func:`deit.checkpoints.reading.weights_only_losses` says what of ``model`` it cannot record."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": _plain_state_dict(model)}, path)
+    torch.save({"model": from_canonical(_plain_state_dict(model), "official")}, path)
+    return path
+
+
+def save_openmmlab(model: nn.Module, path: str | os.PathLike) -> Path:
+    """Write ``{'meta', 'state_dict'}`` with mmpretrain's names (its DeiT / DeiT3 backbone, ``backbone.layers.{i}``
+    ..., and its ViT classification head): a ViT only. Weights only, like :func:`save_official`."""
+    model = unwrap_model(model)
+    if not hasattr(getattr(model, "config", None), "embed_dim"):
+        raise ValueError(f"the openmmlab layout holds DeiT ViTs only, not a {type(model).__name__}; write it in "
+                         "the timm or official layout, or ours")
+    tensors = from_canonical(_plain_state_dict(model), "openmmlab")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"meta": {"converted_by": "deit"}, "state_dict": tensors}, path)
     return path
 
 
@@ -96,4 +112,4 @@ def save_timm(model: nn.Module, path: str | os.PathLike) -> Path:
     return path
 
 
-__all__ = ["checkpoint_metadata", "save_checkpoint", "save_official", "save_timm", "unwrap_model"]
+__all__ = ["checkpoint_metadata", "save_checkpoint", "save_official", "save_openmmlab", "save_timm", "unwrap_model"]

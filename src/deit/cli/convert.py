@@ -12,23 +12,26 @@ from deit.models.preprocessing import INTERPOLATIONS
 # The flag of this command that sets each thing a weights-only layout (official, timm) cannot record.
 RESTORING_FLAGS = {"num_heads": "--num-heads", "head_mode": "--head-mode", "mean": "--mean", "std": "--std",
                    "crop_pct": "--crop-pct", "interpolation": "--interpolation"}
-WEIGHTS_ONLY = ("official", "timm")
+WEIGHTS_ONLY = ("official", "timm", "openmmlab")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "convert",
-        help="convert a checkpoint (official, timm, OpenMMLab, HF transformers, ours) to our .safetensors layout",
+        help="convert a checkpoint (official, timm, OpenMMLab, HF transformers, ours) to our .safetensors layout "
+        "or another",
         description="Read SRC in any supported layout (detected from its keys), optionally adapt it, and write "
         "DST. By default DST is our .safetensors layout, which records the architecture, class count, image "
-        "size and preprocessing; --to official writes {'model': state_dict} .pth, --to timm a bare state dict "
-        "(.pth or .safetensors), --to hf a save_pretrained directory. The official and timm layouts hold weights "
-        "only: convert says what they drop, and --num-heads, --head-mode, --mean, --std, --crop-pct and "
+        "size and preprocessing; --to official writes {'model': state_dict} .pth (DeiT III: the gamma_1/gamma_2 "
+        "names of models_v2.py), --to timm a bare state dict (.pth or .safetensors), --to openmmlab an mmpretrain "
+        "{'meta', 'state_dict'} .pth, --to hf a save_pretrained directory (DeiT only: transformers has no DeiT "
+        "III). The official, timm and openmmlab layouts hold weights only: convert says what they drop, and "
+        "--num-heads, --head-mode, --mean, --std, --crop-pct and "
         "--interpolation put it back when converting such a file to ours.",
     )
     p.add_argument("src", help="checkpoint file, or a transformers save_pretrained directory")
-    p.add_argument("dst", help="output: a .safetensors file (default), a .pth (--to official), a .pth or "
-                   ".safetensors (--to timm) or a directory (--to hf)")
+    p.add_argument("dst", help="output: a .safetensors file (default), a .pth (--to official, --to openmmlab), a "
+                   ".pth or .safetensors (--to timm) or a directory (--to hf)")
     p.add_argument("--num-classes", type=int, default=None, help="new class count: re-initialises both heads")
     p.add_argument("--img-size", type=int, default=None, help="new native resolution: resamples pos_embed")
     p.add_argument("--head-mode", choices=HEAD_MODES, default=None, help="what a distilled model's forward returns")
@@ -57,7 +60,14 @@ def _floats(text: str) -> tuple[float, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deit.checkpoints import export_hf, load_checkpoint_with_report, save_checkpoint, save_official, save_timm
+    from deit.checkpoints import (
+        export_hf,
+        load_checkpoint_with_report,
+        save_checkpoint,
+        save_official,
+        save_openmmlab,
+        save_timm,
+    )
 
     dst = Path(args.dst)
     if args.to == "deit" and dst.suffix != ".safetensors":
@@ -65,8 +75,8 @@ def run(args: argparse.Namespace) -> int:
             f"{dst}: our layout is a .safetensors file; name it {dst.with_suffix('.safetensors').name}, or pass "
             "--to official for a .pth or --to hf for a transformers directory"
         )
-    if args.to == "official" and dst.suffix not in (".pth", ".pt"):
-        raise CLIError(f"{dst}: --to official writes a pickle; name it {dst.with_suffix('.pth').name}")
+    if args.to in ("official", "openmmlab") and dst.suffix not in (".pth", ".pt"):
+        raise CLIError(f"{dst}: --to {args.to} writes a pickle; name it {dst.with_suffix('.pth').name}")
     if args.to == "timm" and dst.suffix not in (".pth", ".pt", ".safetensors"):
         raise CLIError(f"{dst}: --to timm writes a .pth pickle or a .safetensors; name it {dst.stem}.pth or "
                        f"{dst.stem}.safetensors")
@@ -105,9 +115,12 @@ def run(args: argparse.Namespace) -> int:
         save_checkpoint(model, dst)
         what = "deit .safetensors (architecture, classes, image size and preprocessing in its metadata)"
     elif args.to in WEIGHTS_ONLY:
+        save, what = {"official": (save_official, "official layout {'model': state_dict}"),
+                      "timm": (save_timm, "timm layout (bare state dict)"),
+                      "openmmlab": (save_openmmlab, "OpenMMLab layout {'meta', 'state_dict'}, mmpretrain's names")
+                      }[args.to]
+        save(model, dst)  # refuses a model the layout cannot hold before anything is printed as dropped
         print_losses(model, args.to, dst)
-        (save_official if args.to == "official" else save_timm)(model, dst)
-        what = "official layout {'model': state_dict}" if args.to == "official" else "timm layout (bare state dict)"
     else:
         export_hf(model, dst, layout=args.hf_layout)
         what = f"transformers save_pretrained directory ({args.hf_layout} tensor names)"

@@ -39,26 +39,28 @@ def model_info(name: str, img_size: int | None = None, num_classes: int | None =
         "num_classes": cfg.num_classes,
         "num_tokens": getattr(cfg, "num_tokens", None),
         "aliases": list(entry.aliases),
+        "pretrained_tags": list(entry.tags),  # name.tag picks a release: deit3_small_patch16_224.fb_in22k_ft_in1k
     }
     return row
 
 
-_COLUMNS = (("name", 34), ("params", 12), ("params_m", 9), ("gmacs_linear", 13), ("gmacs_total", 12),
+_COLUMNS = (("name", 0), ("params", 14), ("params_m", 9), ("gmacs_linear", 13), ("gmacs_total", 12),
             ("num_tokens", 11), ("img_size", 9))
 
 
 def format_table(rows: list[dict]) -> str:
-    head = "".join(f"{c:<{w}}" for c, w in _COLUMNS)
+    widths = {c: w or 2 + max(len(c), *(len(r[c]) for r in rows)) for c, w in _COLUMNS}  # name: the longest's
+    head = "".join(f"{c:<{widths[c]}}" for c, _ in _COLUMNS)
     lines = [head, "-" * len(head)]
     for r in rows:
         cells = []
-        for c, w in _COLUMNS:
+        for c, _ in _COLUMNS:
             v = r[c]
             if c == "params":
                 v = f"{v:,}"
             elif isinstance(v, float):
                 v = f"{v:.2f}"
-            cells.append(f"{'-' if v is None else v!s:<{w}}")
+            cells.append(f"{'-' if v is None else v!s:<{widths[c]}}")
         lines.append("".join(cells))
     lines.append("gmacs_linear: Linear+Conv MACs + GELU (OpenMMLab 'Flops(G)'); "
                  "gmacs_total: + attention matmuls + LayerNorm (timm/fvcore)")

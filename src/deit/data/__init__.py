@@ -14,6 +14,9 @@ Typical use::
         for x, y in train:
             x, soft = mixup(x, y, generator=step_generator)
 
+With ``DataConfig(device_augment=True)`` the train loader yields uint8 ``DeviceBatch`` images and the rest of the
+recipe runs on the device: ``x = build_device_augment(cfg, model.preprocessing)(batch.to(device))``.
+
 Reproducibility: a sample's augmentation depends only on (seed, epoch, its position in the epoch's stream),
 never on workers; see ``deit.data.samplers`` and ``deit.data.loader``.
 """
@@ -23,6 +26,7 @@ from deit.data.base import ImageDataset
 from deit.data.benchmark import benchmark_augmentation
 from deit.data.config import DataConfig
 from deit.data.datasets import SPLITS, build_dataset  # (its import registers the built-in data sets)
+from deit.data.device_augment import DeviceAugment, DeviceBatch, build_device_augment
 from deit.data.images import IMG_EXTENSIONS, BadImageError, DataError, decode_image, to_rgb
 from deit.data.loader import Loader, TransformedDataset, build_loader, build_sampler
 from deit.data.mixup import Mixup, build_mixup, smooth_one_hot
@@ -49,6 +53,8 @@ __all__ = [
     "DataError",
     "DatasetName",
     "DatasetSpec",
+    "DeviceAugment",
+    "DeviceBatch",
     "EvalSampler",
     "ImageDataset",
     "Loader",
@@ -63,6 +69,7 @@ __all__ = [
     "TransformedDataset",
     "benchmark_augmentation",
     "build_dataset",
+    "build_device_augment",
     "build_loader",
     "build_mixup",
     "build_sampler",

@@ -81,6 +81,10 @@ class DataConfig:
     reprob: float = 0.25
     remode: str = "pixel"
     recount: int = 1
+    # The workers decode and crop (RandomResizedCrop: cut the box, which the device resizes) and send uint8 pixels
+    # with the drawn parameters of the rest of the recipe (flip, RandAugment or 3-Augment and colour jitter,
+    # normalisation, erasing), which runs batched on the training device (deit.data.device_augment)
+    device_augment: bool = False
     # DeiT III's 3-Augment (official --ThreeAugment), which replaces the train transform: after the crop and flip,
     # one of grayscale, solarization, Gaussian blur per image, then color_jitter. It has no RandAugment and no
     # random erasing: auto_augment must be none and reprob 0.
@@ -140,6 +144,8 @@ class DataConfig:
             raise ValueError(f"train_crop must be one of {TRAIN_CROPS}, got {self.train_crop!r}")
         if isinstance(self.crop_padding, bool) or not isinstance(self.crop_padding, int) or self.crop_padding < 0:
             raise ValueError(f"crop_padding must be an integer >= 0, got {self.crop_padding!r}")
+        if not isinstance(self.device_augment, bool):
+            raise ValueError(f"device_augment must be true or false, got {self.device_augment!r}")
         if self.remode not in ERASE_MODES:
             raise ValueError(f"remode must be one of {ERASE_MODES}, got {self.remode!r}")
         if self.on_bad_image not in BAD_IMAGE_POLICIES:

@@ -18,11 +18,9 @@ as a device-side augmentation stage, may rely on). Iterating a loader yields ``(
   function of its index) and named in ``loader.bad_images`` for the current pass; with ``fail`` the pass raises
   ``BadImageError`` naming the file (in the main process, as itself).
 - what decides a sample: its data set index and ``(seed, epoch, position)`` (below), nothing else.
-- a device-side stage (``data.device_augment``, in progress): workers would send ``torch.uint8`` ``(B, 3, H, W)``
-  images in [0, 255], unnormalised, and the stage on the device would do what follows in the order above
-  (normalisation, and whichever augmentations it takes over) drawing each sample's randomness from the same
-  ``(seed, epoch, position)``; labels and the rest of this contract stay as they are. [The device stage's author
-  completes this item.]
+- with ``data.device_augment`` (train loaders): ``images`` is a ``DeviceBatch`` instead (below): uint8 pixels in
+  [0, 255], unnormalised, plus the drawn parameters; ``DeviceAugment`` on the device turns it into exactly the
+  float batch above (same values, same order); labels and the rest of this contract stay as they are.
 
 Each sample's augmentation is drawn from ``numpy.random.default_rng([seed, epoch, position])`` where position is
 its place in the epoch's stream over all ranks (see ``deit.data.samplers``). Hence the same seed gives the same
@@ -30,6 +28,14 @@ batches with 0 or N workers, and a run resumed with ``loader.sampler.set_epoch(e
 exactly the batches k, k+1, ... of the uninterrupted run. Mixup is separate: it is seeded by the trainer through
 the generator it passes to ``Mixup``. Workers' global RNGs (python, numpy, torch) are also seeded from ``seed``
 via the DataLoader's generator, for any user transform that uses them.
+
+With ``data.device_augment`` (train loaders only: ``augment`` true), the workers decode, cut out the crop box and
+draw every random choice of the recipe from the same per-sample generator, in the same order; a batch is then
+``(DeviceBatch, labels)``: ``DeviceBatch.images`` the uint8 pixels of each sample's crop box (not resized, flipped
+or normalised), back to back, and ``DeviceBatch.params`` the drawn parameters of the rest of the recipe. The
+training device turns it into the float batch the worker path would have sent, with
+``deit.data.device_augment.DeviceAugment`` (the task does, before mixup). Move it with ``batch.to(device)``;
+pinning works as for tensors. Evaluation loaders are unaffected.
 
 A data error in a worker (``on_bad_image=fail``: the file that cannot be read) reaches the main process as itself,
 its type and its one-line message, not as torch's wrapper with the worker's traceback; and the workers end with
@@ -52,6 +58,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate, get_worker_in
 
 from deit.data.config import DataConfig
 from deit.data.datasets import ImageDataset, build_dataset
+from deit.data.device_augment import DeviceAugmentWorker, DeviceBatch, DeviceSample
 from deit.data.images import DataError
 from deit.data.samplers import EpochSampler, EvalSampler, RepeatAugSampler, ShuffleSampler, dist_info
 from deit.data.transforms import Compose, SampleKey, build_transform
@@ -59,7 +66,8 @@ from deit.models.preprocessing import Preprocessing
 from deit.runtime.signals import ignore_stop_signals
 
 # The modules whose code decides what a sample of the stream looks like (decoding, transforms, mixing, order).
-STREAM_MODULES = ("images", "transforms", "randaugment", "three_augment", "mixup", "samplers", "loader")
+STREAM_MODULES = ("images", "transforms", "randaugment", "three_augment", "mixup", "samplers", "loader",
+                  "device_augment", "device_steps", "device_ops", "device_resize", "device_three_augment")
 
 
 @functools.cache
@@ -73,14 +81,15 @@ def stream_code_digest() -> str:
     return digest.hexdigest()[:16]
 
 # A sample or a batch, or the data error a worker met while loading it (raised again by the loader, as itself).
-Sample = tuple[torch.Tensor, int, tuple[str, ...]] | DataError
-Batch = tuple[torch.Tensor, torch.Tensor, list[str]] | DataError
+Sample = tuple[torch.Tensor | DeviceSample, int, tuple[str, ...]] | DataError
+Batch = tuple[torch.Tensor | DeviceBatch, torch.Tensor, list[str]] | DataError
+Transform = Compose | DeviceAugmentWorker
 
 
 class TransformedDataset(Dataset):
     """``ds[(index, (seed, epoch, position))] -> (tensor, label)``; a plain int key seeds from (0, 0, index)."""
 
-    def __init__(self, base: ImageDataset, transform: Compose):
+    def __init__(self, base: ImageDataset, transform: Transform):
         self.base = base
         self.transform = transform
 
@@ -108,13 +117,13 @@ class TransformedDataset(Dataset):
         return self.transform(img, np.random.default_rng(seed), SampleKey(seed[0], seed[1], index)), label, tuple(bad)
 
 
-def collate(batch: list[Sample]) -> Batch:
-    """The batch, or the first data error a worker met while loading it."""
+def collate(batch: list[Sample], stack=default_collate) -> Batch:
+    """The batch (its images put together by ``stack``), or the first data error a worker met while loading it."""
     failed = next((s for s in batch if isinstance(s, DataError)), None)
     if failed is not None:
         return failed
     images, labels, bad = zip(*batch, strict=True)
-    return default_collate(list(images)), default_collate(list(labels)), [e for errors in bad for e in errors]
+    return stack(list(images)), default_collate(list(labels)), [e for errors in bad for e in errors]
 
 
 class Loader(DataLoader):
@@ -202,14 +211,20 @@ def build_loader(cfg: DataConfig, split: str = "train", *, preprocessing: Prepro
 
     ``augment`` (default: split == "train") picks the train transform, the shuffling/repeating sampler and
     ``drop_last``; otherwise the eval transform and an in-order sampler that visits each sample once over all
-    ranks. ``dataset`` reuses an already built data set. ``loader.dataset.classes`` names the classes.
+    ranks. With ``cfg.device_augment`` a train loader yields ``DeviceBatch`` images (see the module docstring).
+    ``dataset`` reuses an already built data set. ``loader.dataset.classes`` names the classes.
     """
     ds = build_dataset(cfg, split) if dataset is None else dataset
     augment = split == "train" if augment is None else augment
     sampler = build_sampler(cfg, len(ds), augment, seed=seed, distributed=distributed)
     workers = cfg.num_workers
+    transform: Transform = build_transform(cfg, augment, preprocessing)
+    collate_fn = collate
+    if augment and cfg.device_augment:
+        transform = DeviceAugmentWorker.build(cfg, preprocessing)
+        collate_fn = functools.partial(collate, stack=transform.collate)
     loader = Loader(
-        TransformedDataset(ds, build_transform(cfg, augment, preprocessing)),
+        TransformedDataset(ds, transform),
         batch_size=cfg.batch_size,
         sampler=sampler,
         num_workers=workers,
@@ -217,7 +232,7 @@ def build_loader(cfg: DataConfig, split: str = "train", *, preprocessing: Prepro
         drop_last=augment,
         persistent_workers=cfg.persistent_workers and workers > 0,
         generator=torch.Generator().manual_seed(seed),
-        collate_fn=collate,
+        collate_fn=collate_fn,
         worker_init_fn=ignore_stop_signals if workers > 0 else None,
     )
     if len(loader) == 0:

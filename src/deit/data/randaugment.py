@@ -17,9 +17,11 @@ with the train interpolation. All randomness comes from the ``numpy.random.Gener
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
@@ -43,9 +45,32 @@ PIL_INTERPOLATION = {
 }
 
 
-# ---- the ops: (image, argument, fill colour, resample filter) -> image
+# ---- the ops: (image, argument, fill colour, resample filter) -> image, by kind (an op's kind names what it does;
+# RAND_TRANSFORMS and their increasing variants map onto the kinds in _OPS). Geometric kinds are affine maps, whose
+# matrices (from output to input pixel, as PIL's transform takes them) are `affine_matrix`'s: the device stage
+# (deit.data.device_augment) applies the same matrices.
 Fill = tuple[int, ...]
 OpFn = Callable[[Image.Image, float, Fill, Image.Resampling], Image.Image]
+AFFINE_KINDS: tuple[str, ...] = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
+
+
+def rotate_matrix(degrees: float, width: int, height: int) -> tuple[float, ...]:
+    """PIL's ``Image.rotate`` matrix (counter-clockwise about the centre, no expand), computed as PIL does."""
+    angle = -math.radians(degrees % 360.0)
+    a, b, d, e = (round(math.cos(angle), 15), round(math.sin(angle), 15), round(-math.sin(angle), 15),
+                  round(math.cos(angle), 15))
+    cx, cy = width / 2, height / 2
+    return a, b, a * -cx + b * -cy + 0.0 + cx, d, e, d * -cx + e * -cy + 0.0 + cy
+
+
+def affine_matrix(kind: str, arg: float, width: int, height: int) -> tuple[float, ...]:
+    """The affine matrix of a geometric op of ``AFFINE_KINDS`` at argument ``arg`` on a ``width`` x ``height``
+    image."""
+    if kind == "rotate":
+        return rotate_matrix(arg, width, height)
+    return {"shear_x": (1.0, arg, 0.0, 0.0, 1.0, 0.0), "shear_y": (1.0, 0.0, 0.0, arg, 1.0, 0.0),
+            "translate_x": (1.0, 0.0, arg * width, 0.0, 1.0, 0.0),
+            "translate_y": (1.0, 0.0, 0.0, 0.0, 1.0, arg * height)}[kind]
 
 
 def _affine(img: Image.Image, matrix: tuple[float, ...], fill: Fill, resample: Image.Resampling) -> Image.Image:
@@ -92,20 +117,20 @@ def _enhancer(cls: type) -> OpFn:
     return op
 
 
-def _shear_x(img: Image.Image, s: float, fill: Fill, resample: Image.Resampling) -> Image.Image:
-    return _affine(img, (1, s, 0, 0, 1, 0), fill, resample)
+def _geometric(kind: str) -> OpFn:
+    def op(img: Image.Image, arg: float, fill: Fill, resample: Image.Resampling) -> Image.Image:
+        return _affine(img, affine_matrix(kind, arg, *img.size), fill, resample)
+
+    return op
 
 
-def _shear_y(img: Image.Image, s: float, fill: Fill, resample: Image.Resampling) -> Image.Image:
-    return _affine(img, (1, 0, 0, s, 1, 0), fill, resample)
-
-
-def _translate_x(img: Image.Image, pct: float, fill: Fill, resample: Image.Resampling) -> Image.Image:
-    return _affine(img, (1, 0, pct * img.size[0], 0, 1, 0), fill, resample)
-
-
-def _translate_y(img: Image.Image, pct: float, fill: Fill, resample: Image.Resampling) -> Image.Image:
-    return _affine(img, (1, 0, 0, 0, 1, pct * img.size[1]), fill, resample)
+PIL_OPS: dict[str, OpFn] = {
+    "auto_contrast": _auto_contrast, "equalize": _equalize, "invert": _invert, "rotate": _rotate,
+    "posterize": _posterize, "solarize": _solarize, "solarize_add": _solarize_add,
+    "color": _enhancer(ImageEnhance.Color), "contrast": _enhancer(ImageEnhance.Contrast),
+    "brightness": _enhancer(ImageEnhance.Brightness), "sharpness": _enhancer(ImageEnhance.Sharpness),
+    **{kind: _geometric(kind) for kind in AFFINE_KINDS if kind != "rotate"},
+}
 
 
 # ---- level -> argument: timm's mappings of f = magnitude / 10 and a sign (+-1, random for signed ops)
@@ -148,26 +173,38 @@ def _solarize_add_level(f: float, sign: float) -> float:  # 0..110 added below 1
     return int(f * 110)
 
 
-# name -> (op, level -> argument, whether the argument gets a random sign)
-_OPS: dict[str, tuple[OpFn, LevelFn, bool]] = {
-    "AutoContrast": (_auto_contrast, _none, False),
-    "Equalize": (_equalize, _none, False),
-    "Invert": (_invert, _none, False),
-    "Rotate": (_rotate, _linear(30.0), True),
-    "Posterize": (_posterize, _posterize_level, False),
-    "PosterizeIncreasing": (_posterize, _posterize_increasing_level, False),
-    "Solarize": (_solarize, _solarize_level, False),
-    "SolarizeIncreasing": (_solarize, _solarize_increasing_level, False),
-    "SolarizeAdd": (_solarize_add, _solarize_add_level, False),
-    "ShearX": (_shear_x, _linear(0.3), True),
-    "ShearY": (_shear_y, _linear(0.3), True),
-    "TranslateXRel": (_translate_x, _linear(0.45), True),
-    "TranslateYRel": (_translate_y, _linear(0.45), True),
+# name -> (kind, level -> argument, whether the argument gets a random sign)
+_OPS: dict[str, tuple[str, LevelFn, bool]] = {
+    "AutoContrast": ("auto_contrast", _none, False),
+    "Equalize": ("equalize", _none, False),
+    "Invert": ("invert", _none, False),
+    "Rotate": ("rotate", _linear(30.0), True),
+    "Posterize": ("posterize", _posterize_level, False),
+    "PosterizeIncreasing": ("posterize", _posterize_increasing_level, False),
+    "Solarize": ("solarize", _solarize_level, False),
+    "SolarizeIncreasing": ("solarize", _solarize_increasing_level, False),
+    "SolarizeAdd": ("solarize_add", _solarize_add_level, False),
+    "ShearX": ("shear_x", _linear(0.3), True),
+    "ShearY": ("shear_y", _linear(0.3), True),
+    "TranslateXRel": ("translate_x", _linear(0.45), True),
+    "TranslateYRel": ("translate_y", _linear(0.45), True),
 }
-for _name, _cls in (("Color", ImageEnhance.Color), ("Contrast", ImageEnhance.Contrast),
-                    ("Brightness", ImageEnhance.Brightness), ("Sharpness", ImageEnhance.Sharpness)):
-    _OPS[_name] = (_enhancer(_cls), _enhance, False)
-    _OPS[_name + "Increasing"] = (_enhancer(_cls), _enhance_increasing, True)
+for _name in ("Color", "Contrast", "Brightness", "Sharpness"):
+    _OPS[_name] = (_name.lower(), _enhance, False)
+    _OPS[_name + "Increasing"] = (_name.lower(), _enhance_increasing, True)
+
+
+def op_kind(name: str) -> str:
+    """The kind of the RandAugment op ``name`` (a key of ``PIL_OPS``)."""
+    return _OPS[name][0]
+
+
+class OpDraw(NamedTuple):
+    """One op an image gets: its name, magnitude (0..10 scale) and the argument its kind is called with."""
+
+    name: str
+    magnitude: float
+    arg: float
 
 
 @dataclass(frozen=True)
@@ -243,24 +280,36 @@ class RandAugment:
             m = rng.normal(m, s.magnitude_std)
         return float(max(0.0, min(m, s.magnitude_max)))
 
-    def __call__(self, img: Image.Image, rng: np.random.Generator) -> Image.Image:
-        names = self.spec.op_names
+    def draw(self, rng: np.random.Generator) -> list[OpDraw]:
+        """The ops one image gets, in order, drawn from ``rng`` exactly as applying them draws."""
+        names, out = self.spec.op_names, []
         for k in rng.integers(0, len(names), size=self.spec.num_ops):
             name = names[k]
             if self.spec.prob < 1.0 and rng.random() >= self.spec.prob:
                 continue
             magnitude = self.sample_magnitude(rng)
-            img = self.apply_op(img, name, magnitude, rng)
+            out.append(OpDraw(name, magnitude, self.argument(name, magnitude, rng)))
+        return out
+
+    def __call__(self, img: Image.Image, rng: np.random.Generator) -> Image.Image:
+        for name, magnitude, arg in self.draw(rng):
+            img = PIL_OPS[op_kind(name)](img, arg, self.fill, self.resample)
             if self.record is not None:
                 self.record.append((name, magnitude))
         return img
 
+    @staticmethod
+    def argument(name: str, magnitude: float, rng: np.random.Generator | None = None) -> float:
+        """The argument op ``name`` is called with at ``magnitude``; the sign of signed ops from ``rng`` (positive
+        without one)."""
+        _, level, signed = _OPS[name]
+        sign = -1.0 if signed and rng is not None and rng.random() < 0.5 else 1.0
+        return float(level(magnitude / LEVEL_DENOM, sign))
+
     def apply_op(self, img: Image.Image, name: str, magnitude: float,
                  rng: np.random.Generator | None = None) -> Image.Image:
         """One named op at a magnitude; the sign of signed ops from ``rng`` (positive without one)."""
-        op, level, signed = _OPS[name]
-        sign = -1.0 if signed and rng is not None and rng.random() < 0.5 else 1.0
-        return op(img, level(magnitude / LEVEL_DENOM, sign), self.fill, self.resample)
+        return PIL_OPS[op_kind(name)](img, self.argument(name, magnitude, rng), self.fill, self.resample)
 
     def __repr__(self) -> str:
         return f"RandAugment({self.spec}, fill={self.fill})"

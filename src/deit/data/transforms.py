@@ -188,13 +188,17 @@ class RandomErasing:
             return torch.from_numpy(rng.standard_normal((shape[0], 1, 1), dtype=np.float32)).expand(shape)
         return torch.zeros(shape)
 
-    def __call__(self, x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    def draw(self, shape: tuple[int, int, int], rng: np.random.Generator
+             ) -> list[tuple[int, int, int, int, torch.Tensor]]:
+        """The boxes erased in a (C, H, W) image, ``(top, left, h, w, fill)`` each, in order (a later box paints
+        over an earlier one), drawn from ``rng`` as erasing draws them."""
         if rng.random() >= self.p:
-            return x
-        chan, img_h, img_w = x.shape
+            return []
+        chan, img_h, img_w = shape
         area = img_h * img_w
         count = self.min_count if self.min_count == self.max_count else int(
             rng.integers(self.min_count, self.max_count + 1))
+        boxes = []
         for _ in range(count):
             for _attempt in range(10):
                 target_area = rng.uniform(self.min_area, self.max_area) * area / count
@@ -204,8 +208,13 @@ class RandomErasing:
                 if w < img_w and h < img_h:
                     top = int(rng.integers(0, img_h - h + 1))
                     left = int(rng.integers(0, img_w - w + 1))
-                    x[:, top:top + h, left:left + w] = self._fill((chan, h, w), rng)
+                    boxes.append((top, left, h, w, self._fill((chan, h, w), rng)))
                     break
+        return boxes
+
+    def __call__(self, x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        for top, left, h, w, fill in self.draw(tuple(x.shape), rng):
+            x[:, top:top + h, left:left + w] = fill
         return x
 
 

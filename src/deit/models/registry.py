@@ -32,6 +32,22 @@ class Family:
     # puts it in its "matches no architecture family" message). Lets checkpoint loading detect the architecture
     # of a foreign file without being told.
     infer_config: Callable[[dict], Any | None] | None = None
+    # What the family is, in words, for messages ("closest: vit (DeiT / DeiT III ViT) ...").
+    title: str = ""
+    # Config fields the weights cannot tell (the ViT's head count): a reader of a weights-only file takes them from
+    # the registered model whose weights look the same (``find_entry(..., ignoring=family.unrecorded)``).
+    unrecorded: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Release:
+    """A further set of released weights of a named model, picked with timm's ``name.tag`` syntax
+    (``deit3_small_patch16_224.fb_in22k_ft_in1k``)."""
+
+    tag: str
+    url: str
+    crop_pct: float | None = None  # its evaluation crop, where it differs from the model's
+    description: str = ""
 
 
 @dataclass(frozen=True)
@@ -41,8 +57,29 @@ class ModelEntry:
     config: Any
     preprocessing: Preprocessing
     aliases: tuple[str, ...] = ()
-    pretrained_url: str | None = None  # the file name's 8 hex digits are its sha256 prefix
+    # The default release. A file name with 8+ hex digits before the suffix carries its sha256 prefix, checked on
+    # every load; a name without them has no published digest (trust on first use: checkpoints/pretrained.py).
+    pretrained_url: str | None = None
     description: str = ""
+    default_tag: str | None = None  # the tag of pretrained_url (timm's, e.g. "fb_in1k")
+    releases: tuple[Release, ...] = ()  # the other releases, by tag
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        """Every release tag, the default first."""
+        return (*((self.default_tag,) if self.default_tag else ()), *(r.tag for r in self.releases))
+
+    def with_release(self, tag: str) -> ModelEntry:
+        """This model with the release ``tag`` as its pretrained weights (and that release's evaluation crop)."""
+        if tag == self.default_tag:
+            return self
+        for r in self.releases:
+            if r.tag == tag:
+                pre = self.preprocessing if r.crop_pct is None else replace(self.preprocessing, crop_pct=r.crop_pct)
+                return replace(self, pretrained_url=r.url, preprocessing=pre, default_tag=tag, releases=(),
+                               description=r.description or self.description)
+        known = ", ".join(self.tags) or "none (it has no released weights)"
+        raise ValueError(f"{self.name} has no release tagged {tag!r}; its tags: {known}")
 
 
 FAMILIES: dict[str, Family] = {}
@@ -71,6 +108,10 @@ def list_models(family: str | None = None) -> list[str]:
 
 
 def get_entry(name: str) -> ModelEntry:
+    """The registered model of a name or alias; ``name.tag`` picks one of its releases (timm's pretrained tags)."""
+    base, dot, tag = name.partition(".")
+    if dot and (base in _MODELS or base in _ALIASES):
+        return get_entry(base).with_release(tag)
     canonical = _ALIASES.get(name, name)
     if canonical not in _MODELS:
         known = [*_MODELS, *_ALIASES]
@@ -102,15 +143,16 @@ def family_of(config: Any) -> str:
     )
 
 
-def find_entry(family: str, config: Any) -> ModelEntry | None:
-    """The registered model with this architecture (ignoring class count, dropout and head mode), or None."""
+def find_entry(family: str, config: Any, ignoring: tuple[str, ...] = ()) -> ModelEntry | None:
+    """The registered model with this architecture (ignoring class count, dropout and head mode, and the fields
+    named in ``ignoring``), or None."""
     if not dataclasses.is_dataclass(config):
         return None
-    want = structure(config)
+    want = {k: v for k, v in structure(config).items() if k not in ignoring}
     for entry in _MODELS.values():
         if entry.family != family or type(entry.config) is not type(config):
             continue
-        if structure(entry.config) == want:
+        if {k: v for k, v in structure(entry.config).items() if k not in ignoring} == want:
             return entry
     return None
 
@@ -191,6 +233,7 @@ __all__ = [
     "FAMILIES",
     "Family",
     "ModelEntry",
+    "Release",
     "apply_overrides",
     "build_model",
     "create_model",

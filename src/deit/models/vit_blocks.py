@@ -101,7 +101,9 @@ class LayerScale(nn.Module):
 
     def __init__(self, dim: int, init_values: float) -> None:
         super().__init__()
-        self.gamma = nn.Parameter(init_values * torch.ones(dim))
+        # torch.full, not init_values * torch.ones: on the meta device (deit info, a refusal's closest-model search)
+        # a scalar product first imports torch's reference decompositions, seven seconds.
+        self.gamma = nn.Parameter(torch.full((dim,), float(init_values)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.gamma

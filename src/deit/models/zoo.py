@@ -1,4 +1,5 @@
-"""Every named model: the eight DeiT variants of the paper (official names and the seed's short aliases)."""
+"""Every named model: the eight DeiT variants of the paper (official names and the seed's short aliases), DeiT III's
+(``zoo_deit3.py``) and the convnet teachers."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from deit.models.vit_config import DEIT_WIDTHS, ViTConfig, conventional_num_head
 
 OFFICIAL_URL = "https://dl.fbaipublicfiles.com/deit/"
 
-register_family(Family("vit", ViTConfig, lambda cfg, pre: VisionTransformer(cfg, pre), infer_config=infer_config))
+register_family(Family("vit", ViTConfig, lambda cfg, pre: VisionTransformer(cfg, pre), infer_config=infer_config,
+                       title="DeiT / DeiT III ViT", unrecorded=("num_heads",)))
 
 _HASHES = {
     "deit_tiny_patch16_224": "a1311bcf",
@@ -60,11 +62,16 @@ for _distilled in (False, True):
     _register_deit("base", _distilled, 384)
 
 
+# ------------------------------------------------------------------------------------------------- DeiT III
+from deit.models import zoo_deit3  # noqa: E402, F401, I001  (registers DeiT III's models)
+
 # ------------------------------------------------------------------------------------------ convnet teachers
 from deit.models import regnet, resnet  # noqa: E402
 
-register_family(Family("regnet", regnet.RegNetConfig, regnet.RegNet, infer_config=regnet.infer_config))
-register_family(Family("resnet", resnet.ResNetConfig, resnet.ResNet, infer_config=resnet.infer_config))
+register_family(Family("regnet", regnet.RegNetConfig, regnet.RegNet, infer_config=regnet.infer_config,
+                       title="RegNetY"))
+register_family(Family("resnet", resnet.ResNetConfig, resnet.ResNet, infer_config=resnet.infer_config,
+                       title="ResNet"))
 
 _TIMM_REGNET_URL = "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-regnet/"
 # name: (w0, wa, wm, group_size, depth, pretrained file, description); RegNetY: SE ratio 0.25 of the block input.
@@ -115,7 +122,8 @@ for _name, _blocks, _file, _top1 in (("resnet18", (2, 2, 2, 2), "resnet18-f37072
 # ------------------------------------------------------------------------------------- teachers for 32 px images
 from deit.models import resnet9  # noqa: E402
 
-register_family(Family("resnet9", resnet9.ResNet9Config, resnet9.ResNet9, infer_config=resnet9.infer_config))
+register_family(Family("resnet9", resnet9.ResNet9Config, resnet9.ResNet9, infer_config=resnet9.infer_config,
+                       title="ResNet-9"))
 register_model(
     ModelEntry(
         name="resnet18_cifar",

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from deit.data import build_dataset, build_loader, build_mixup
+from deit.data import build_dataset, build_device_augment, build_loader, build_mixup
 from deit.models import Preprocessing, get_entry
 from deit.runtime.distributed import DistEnv, barrier, cleanup, init_distributed, on_main
 from deit.train.components import follow_data_root, resolve_precision
@@ -178,7 +178,8 @@ def _build(cfg: TrainConfig, root: Path, opts: BuildOptions, env: DistEnv, log: 
     bar = _progress_bar(env, opts, len(parts) * meta.batches)
     # A task without a student: the stream as training views it, and the teacher it is passed to.
     task = TrainTask(None, DistillationObjective(nn.Identity(), cfg.distillation.type), teacher,
-                     mixup=build_mixup(cfg.data, len(train_set.classes)), seed=cfg.seed, env=env)
+                     mixup=build_mixup(cfg.data, len(train_set.classes)),
+                     augment=build_device_augment(cfg.data, preprocessing), seed=cfg.seed, env=env)
     for epoch, rank in parts:
         _fill_part(root, meta, loaders[rank], task, epoch, rank, bar.update)
         if opts.on_part is not None:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from deit.checkpoints import create_model
-from deit.data import ImageDataset, Loader, build_dataset, build_loader, build_mixup
+from deit.data import ImageDataset, Loader, build_dataset, build_device_augment, build_loader, build_mixup
 from deit.data.formats import follow_root
 from deit.data.loader import TransformedDataset
 from deit.data.transforms import build_transform
@@ -254,11 +254,15 @@ def build_components(cfg: TrainConfig, env: DistEnv, model: nn.Module | None = N
     mixup = build_mixup(cfg.data, len(classes))
     objective = build_distillation_objective(cfg, len(classes), soft_targets=mixup is not None)
     # The task checks that the distillation setting fits the student before any teacher is loaded.
-    task = TrainTask(model, objective, mixup=mixup, seed=cfg.seed, env=env, amp=cfg.amp,
-                     student_name=repr(cfg.model.name), compile=cfg.compile, report=say if env.is_main else None)
+    task = TrainTask(model, objective, mixup=mixup, augment=build_device_augment(cfg.data, preprocessing),
+                     seed=cfg.seed, env=env, amp=cfg.amp, student_name=repr(cfg.model.name), compile=cfg.compile,
+                     report=say if env.is_main else None)
     data = build_data(cfg, env, preprocessing, (train_set, val_set))
     source, live, notes = build_teacher_source(cfg, env, preprocessing, data, teacher)
     notes += [data_init] if data_init else []
+    if task.augment is not None and device.type == "cpu":
+        notes.append("data.device_augment on a CPU: the recipe's resize and augmentations run in the training process, "
+                     "batched for a GPU and slower here than in loader workers (set data.device_augment=false)")
     if objective.distilling:
         check_distillation(cfg, live.module if live else None, len(classes), preprocessing.input_size, device,
                            cached_classes=getattr(getattr(source, "meta", None), "num_classes", None))

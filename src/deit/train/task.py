@@ -3,10 +3,12 @@ teacher outputs and the objective, and turns one micro-batch into its loss and t
 (``deit.train.engine.Trainer``) only schedules, steps and saves; in training nothing but the task calls the teacher
 (the teacher-output cache builder replays the stream through a task too).
 
-What both networks see: the micro-batch moved to the device and, with mixup/cutmix on, mixed by a generator seeded
-from (seed, rank, epoch, micro-batch). The global torch RNG (dropout, stochastic depth) is seeded from the same
-position first, so a run resumed at any micro-batch replays exactly what the uninterrupted run did, and a cache
-built by replaying the stream holds what the live teacher would have computed.
+What both networks see: the micro-batch moved to the device, augmented there when the loader left that to the device
+(``data.device_augment``: ``augment``, a ``deit.data.device_augment.DeviceAugment``, applies the parameters the
+workers drew), and, with mixup/cutmix on, mixed by a generator seeded from (seed, rank, epoch, micro-batch). The
+global torch RNG (dropout, stochastic depth) is seeded from the same position first, so a run resumed at any
+micro-batch replays exactly what the uninterrupted run did, and a cache built by replaying the stream holds what the
+live teacher would have computed.
 
     task = TrainTask(student, DistillationObjective(base, "hard"), teacher, mixup=mixup, seed=0, env=env)
     out = task(images, labels, epoch, batch)      # out.loss (backpropagate), out.parts (detached, for logging)
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from deit.data import DeviceBatch
 from deit.inference.teacher import as_teacher
 from deit.models.contract import has_two_heads, training_outputs
 from deit.runtime.distributed import DistEnv
@@ -72,11 +75,11 @@ class TrainTask:
     a run checks its student against the distillation setting before it loads a teacher."""
 
     def __init__(self, student: nn.Module | None, objective: DistillationObjective, teacher=None, *,
-                 mixup: Callable | None = None, seed: int = 0, env: DistEnv, amp: str = "none",
-                 student_name: str = "this model", compile: bool = False,
+                 mixup: Callable | None = None, augment: Callable | None = None, seed: int = 0, env: DistEnv,
+                 amp: str = "none", student_name: str = "this model", compile: bool = False,
                  report: Callable[[str], None] | None = None) -> None:
         self.student, self.objective, self.teacher = student, objective, as_teacher(teacher)
-        self.mixup, self.seed, self.env, self.amp = mixup, seed, env, amp
+        self.mixup, self.augment, self.seed, self.env, self.amp = mixup, augment, seed, env, amp
         self.forward_model: nn.Module | None = None
         # compile: forward + objective (and so their backward) through torch.compile, measured; report: told the
         # compile time and the speed-up (deit.train.compiling)
@@ -94,12 +97,17 @@ class TrainTask:
         self.teacher = as_teacher(teacher)
 
     # ------------------------------------------------------------------------------------------- the stream
-    def view(self, x: torch.Tensor, y: torch.Tensor, epoch: int, batch: int, rank: int | None = None
+    def view(self, x: torch.Tensor | DeviceBatch, y: torch.Tensor, epoch: int, batch: int, rank: int | None = None
              ) -> tuple[torch.Tensor, torch.Tensor]:
         """Micro-batch ``batch`` of ``epoch`` on ``rank`` (default: this process's) as the networks see it."""
         rank = self.env.rank if rank is None else rank
+        if isinstance(x, DeviceBatch) != (self.augment is not None):
+            raise ValueError("the loader and the task disagree on data.device_augment: build both from one config "
+                             "(a DeviceBatch needs the task's augment stage, and only a DeviceBatch can take it)")
         x = x.to(self.env.device, non_blocking=True)
         y = y.to(self.env.device, non_blocking=True)
+        if self.augment is not None:
+            x = self.augment(x)
         return mix(self.mixup, x, y, self.seed, rank, epoch, batch)
 
     def teacher_outputs(self, x: torch.Tensor, epoch: int, batch: int) -> torch.Tensor | None:
