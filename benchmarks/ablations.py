@@ -17,7 +17,7 @@ from torch import nn
 
 from deit.benchmark import race
 from deit.benchmark.training import build_teacher, make_step
-from deit.models import create_model, vit_blocks
+from deit.models import build_architecture, vit_blocks
 from deit.models.fusion import fuse_for_cpu_inference
 from deit.train.loss import DistillationLoss
 
@@ -60,7 +60,7 @@ def compare(title: str, shipped: Callable[[], object], variant: Callable[[], obj
 
 
 def inference_ideas(name: str, batch: int, repeats: int, use_compile: bool) -> None:
-    model = create_model(name).eval()
+    model = build_architecture(name).eval()
     shipped = fuse_for_cpu_inference(model)  # what evaluation and prediction run on the CPU
     x = torch.randn(batch, 3, 224, 224)
 
@@ -100,7 +100,7 @@ def _no_grad(model: nn.Module, x: torch.Tensor) -> None:
 
 def training_ideas(batch: int, repeats: int) -> None:
     name = "deit_tiny_distilled_patch16_224"
-    model = create_model(name).train()
+    model = build_architecture(name).train()
     x = torch.randn(batch, 3, 224, 224)
     y = torch.randint(0, 1000, (batch,))
     teacher = build_teacher("regnety_002", 1000, CPU)
@@ -112,7 +112,7 @@ def training_ideas(batch: int, repeats: int) -> None:
     compare(f"{name} train step: math attention instead of SDPA", step, step, batch, repeats,
             lambda: patched(vit_blocks.Attention, "attend", math_attend))
 
-    nchw = create_model("regnety_002").eval()
+    nchw = build_architecture("regnety_002").eval()
     nchw.load_state_dict(teacher.module.state_dict())
 
     def teacher_fwd(module: nn.Module) -> Callable[[], None]:

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from deit.models import create_model
+from deit.models import build_architecture
 from deit.runtime.distributed import DistEnv
 from deit.train.checkpointing import RunDir
 from deit.train.config import OptimConfig, ScheduleConfig
@@ -33,7 +33,7 @@ from deit.train.task import TrainTask
 
 
 def _trainer(name: str) -> Trainer:
-    model = create_model(name, num_classes=1000)
+    model = build_architecture(name, num_classes=1000)
     optimizer = build_optimizer(OptimConfig(), model, lr=1e-3)
     x = torch.randn(2, 3, 224, 224)
     loss = sum(o.float().mean() for o in model.forward_heads(x))

@@ -20,7 +20,7 @@ from torch._dynamo.backends.common import aot_autograd
 
 from deit.benchmark.common import autocast
 from deit.benchmark.peers import load_twins
-from deit.models import create_model, set_attn_impl
+from deit.models import build_architecture, set_attn_impl
 from deit.train.loss import DistillationObjective
 
 KINDS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -74,7 +74,7 @@ def main() -> None:
     args = p.parse_args()
     cpu = torch.device("cpu")
     torch.manual_seed(0)
-    model = create_model(args.model, img_size=args.img_size)
+    model = build_architecture(args.model, img_size=args.img_size)
     set_attn_impl(model, args.attn_impl)
     x = torch.randn(args.batch, 3, args.img_size, args.img_size)
     y = torch.randint(0, model.num_classes, (args.batch,))

@@ -30,7 +30,7 @@ from deit.benchmark.common import device_name, forward_gflop, mfu_pct
 from deit.data import DataConfig, build_device_augment, build_mixup
 from deit.data.device_augment import DeviceAugmentWorker
 from deit.data.transforms import build_transform
-from deit.models import create_model
+from deit.models import build_architecture
 from deit.runtime.distributed import DistEnv
 from deit.train.compiling import EAGER_STEPS, TIMED_STEPS
 from deit.train.config import OptimConfig
@@ -88,7 +88,7 @@ def measure(variant: str, args: argparse.Namespace, batches: dict, device: torch
     mode, compiled = variant.split("+")[0], variant.endswith("+compile")
     cfg = DataConfig(device_augment=mode == "device", **RECIPES[args.recipe])
     torch.manual_seed(0)
-    model = create_model(args.model, img_size=args.img_size, **json.loads(args.model_args)).to(device)
+    model = build_architecture(args.model, img_size=args.img_size, **json.loads(args.model_args)).to(device)
     pre, classes = model.preprocessing, model.num_classes
     objective = DistillationObjective(build_objective("cross_entropy", ObjectiveSpec(classes, 0.1, True)), "hard")
     teacher = FixedTeacher(torch.randn(args.batch, classes, device=device))
@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> dict:
     """Every variant's row; with ``args.output``, the report so far is written there after each variant (a run
     stopped at its time limit keeps what it measured)."""
     device = torch.device(args.device)
-    pre_model = create_model(args.model, img_size=args.img_size, **json.loads(args.model_args))
+    pre_model = build_architecture(args.model, img_size=args.img_size, **json.loads(args.model_args))
     sides = tuple(int(v) for v in args.sides.split(","))
     batches = host_batches(DataConfig(**RECIPES[args.recipe]), pre_model.preprocessing, photos(args.photos, sides),
                            args.batch, pin=device.type == "cuda")

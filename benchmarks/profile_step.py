@@ -17,7 +17,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from deit.benchmark.peers import load_twins
 from deit.benchmark.training import build_teacher, make_step
-from deit.models import create_model
+from deit.models import build_architecture
 from deit.train.loss import DistillationLoss
 
 KINDS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -54,7 +54,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     cpu = torch.device("cpu")
-    model = create_model(args.model)
+    model = build_architecture(args.model)
     x = torch.randn(args.batch, 3, 224, 224)
     y = torch.randint(0, model.num_classes, (args.batch,))
     twin = next(t for t in load_twins(model.eval(), cpu, x[:2]) if t.attn_implementation == "sdpa")

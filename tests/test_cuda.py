@@ -19,7 +19,7 @@ from deit.checkpoints import save_checkpoint  # noqa: E402
 from deit.data import DataConfig, build_device_augment  # noqa: E402
 from deit.data.device_augment import DeviceAugmentWorker  # noqa: E402
 from deit.inference.teacher import Teacher  # noqa: E402
-from deit.models import Preprocessing, create_model  # noqa: E402
+from deit.models import Preprocessing, build_architecture  # noqa: E402
 from deit.runtime.precision import resolve_amp  # noqa: E402
 from deit.train import load_config, train  # noqa: E402
 from deit.train.cache_build import BuildOptions, build_cache  # noqa: E402
@@ -54,7 +54,7 @@ def test_auto_picks_bf16_on_a_gpu_that_has_it(monkeypatch):
 
 def test_a_bf16_channels_last_teacher_agrees_with_fp32():
     torch.manual_seed(0)
-    module = create_model("regnety_002", num_classes=10).eval()
+    module = build_architecture("regnety_002", num_classes=10).eval()
     x = torch.randn(16, 3, 224, 224)
     with torch.no_grad():
         reference = module(x).argmax(1)
@@ -67,7 +67,7 @@ def test_a_bf16_channels_last_teacher_agrees_with_fp32():
 def test_teacher_cache_built_on_the_gpu_is_read_by_a_gpu_run(tmp_path):
     torch.manual_seed(1)
     teacher = tmp_path / "teacher.safetensors"
-    save_checkpoint(create_model("resnet_digits", num_classes=4, img_size=16), teacher)
+    save_checkpoint(build_architecture("resnet_digits", num_classes=4, img_size=16), teacher)
     distil = ("distillation.type=hard", f"teacher.checkpoint={teacher}", "teacher.dtype=float32")
     build_cache(_cfg(tmp_path / "u", *distil), tmp_path / "cache", BuildOptions(progress=False))
     cached = train(_cfg(tmp_path / "cached", *distil, f"distillation.teacher_cache={tmp_path / 'cache'}"))

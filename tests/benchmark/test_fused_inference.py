@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from deit.inference.evaluation import evaluate
 from deit.inference.predictor import Predictor
-from deit.models import create_model
+from deit.models import build_architecture
 from deit.models.contract import head_outputs
 from deit.models.fusion import (
     FusedBlock,
@@ -28,7 +28,7 @@ TINY = {"depth": 2, "img_size": 32, "num_classes": 10}
 
 def build(distilled: bool = True, **overrides) -> nn.Module:
     name = "deit_tiny_distilled_patch16_224" if distilled else "deit_tiny_patch16_224"
-    model = create_model(name, **{**TINY, **overrides}).eval()
+    model = build_architecture(name, **{**TINY, **overrides}).eval()
     with torch.no_grad():  # trained-like LayerScale: at its init value (1e-4) the branches would hardly count
         for n, p in model.named_parameters():
             if n.endswith("gamma"):
@@ -125,7 +125,7 @@ def test_what_it_cannot_fuse_is_refused_naming_it(model):
     with pytest.raises(ValueError, match="float64 on cpu; the fused kernels are for float32 on the CPU"):
         fuse_for_cpu_inference(build().double())
     with pytest.raises(ValueError, match="RegNet has no ViT blocks"):
-        fuse_for_cpu_inference(create_model("regnety_002"))
+        fuse_for_cpu_inference(build_architecture("regnety_002"))
     assert fusion_problems(build()) == []
 
 

@@ -22,7 +22,7 @@ from deit.checkpoints import (
     save_timm,
 )
 from deit.checkpoints.reading import checkpoint_info
-from deit.models import create_model
+from deit.models import build_architecture
 
 TINY3 = dict(img_size=32, patch_size=8, embed_dim=128, depth=2, num_heads=2, num_classes=5)
 LAYOUTS = ("official", "timm", "openmmlab", "deit")
@@ -30,7 +30,7 @@ LAYOUTS = ("official", "timm", "openmmlab", "deit")
 
 def _deit3(distilled: bool) -> torch.nn.Module:
     name = "deit3_small_distilled_patch16_224" if distilled else "deit3_small_patch16_224"
-    model = create_model(name, **TINY3)
+    model = build_architecture(name, **TINY3)
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for pname, p in model.named_parameters():
@@ -143,7 +143,7 @@ def test_vit_h_reads_back_with_its_sixteen_heads():
     # 1280 wide: the DeiT convention would say 20 heads; the weights do not record it, the registry does.
     with torch.device("meta"):
         for name in ("deit3_huge_patch14_224", "deit3_huge_distilled_patch14_224"):
-            sd = create_model(name, num_classes=100).state_dict()
+            sd = build_architecture(name, num_classes=100).state_dict()
             info = checkpoint_info({"model": _official_names(sd)}, "vit-h.pth")
             assert info.config.num_heads == 16 and info.architecture == name, name
             assert any("num_heads 16 as deit3_huge" in note for note in info.notes)
@@ -151,7 +151,7 @@ def test_vit_h_reads_back_with_its_sixteen_heads():
 
 def test_a_release_sized_checkpoint_gets_the_registered_name_and_preprocessing(tmp_path):
     with torch.device("meta"):
-        sd = create_model("deit3_base_patch16_384").state_dict()
+        sd = build_architecture("deit3_base_patch16_384").state_dict()
     info = checkpoint_info(_mmpretrain_names(sd), "mm.pth")
     assert info.layout == "openmmlab" and info.architecture == "deit3_base_patch16_384"
     assert info.preprocessing.crop_pct == 1.0 and info.config.num_heads == 12

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from deit.checkpoints import load_checkpoint, save_checkpoint, save_official, save_timm
 from deit.cli.errors import USER_ERRORS
-from deit.models import VisionTransformer, ViTConfig, create_model
+from deit.models import VisionTransformer, ViTConfig, build_architecture
 
 FUZZ = settings(max_examples=40, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -58,7 +58,7 @@ def _writers():
 
     def resnet9(d: Path) -> Path:
         torch.manual_seed(0)
-        return save_checkpoint(create_model("resnet9", num_classes=3, widths=(4, 4, 8, 8)), d / "r9.safetensors")
+        return save_checkpoint(build_architecture("resnet9", num_classes=3, widths=(4, 4, 8, 8)), d / "r9.safetensors")
 
     return {
         "ours": ours,

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "train"))
 from train_support import DEIT, REPO, SUBPROCESS_ENV, tiny_overrides  # noqa: E402
 
 from deit.checkpoints import save_checkpoint  # noqa: E402
-from deit.models import create_model  # noqa: E402
+from deit.models import build_architecture  # noqa: E402
 from deit.train.checkpointing import RunDir, rng_states  # noqa: E402
 from deit.train.engine import Progress  # noqa: E402
 from deit.train.presets import dump_config, load_config  # noqa: E402
@@ -83,7 +83,7 @@ def _onnx_model(path: Path) -> None:
 
 def _training_state(run: Path) -> Path:
     """A state.pt as a run directory holds it (the keys of Trainer.state_dict; the RNG states hold numpy)."""
-    model = create_model("deit_tiny_patch16_224", num_classes=4, **TINY_VIT)
+    model = build_architecture("deit_tiny_patch16_224", num_classes=4, **TINY_VIT)
     optimizer = torch.optim.AdamW(model.parameters())
     run.mkdir(parents=True, exist_ok=True)
     save_checkpoint(model, run / "best.safetensors")
@@ -113,7 +113,7 @@ def bad(tmp_path_factory) -> dict[str, Path]:
     files["random"].write_bytes(random.Random(0).randbytes(4096))
     files["empty"].write_bytes(b"")
     whole = d / "whole.safetensors"
-    save_checkpoint(create_model("deit_tiny_patch16_224", num_classes=4, **TINY_VIT), whole)
+    save_checkpoint(build_architecture("deit_tiny_patch16_224", num_classes=4, **TINY_VIT), whole)
     files["truncated"].write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
     files["directory"].mkdir()
     _onnx_model(files["onnx"])
@@ -293,7 +293,7 @@ def test_a_run_directory_given_as_config_or_checkpoint(bad, tmp_path):
 def test_a_reader_that_closes_early_ends_the_command_quietly(bad, tmp_path):
     """`deit predict ... | head -3`: the reader goes away; deit stops without a word, as other tools do."""
     ck = tmp_path / "many.safetensors"
-    save_checkpoint(create_model("deit_tiny_patch16_224", num_classes=1000, **TINY_VIT), ck)
+    save_checkpoint(build_architecture("deit_tiny_patch16_224", num_classes=1000, **TINY_VIT), ck)
     images = []
     for i in range(8):
         images.append(tmp_path / f"{i}.png")

@@ -8,7 +8,7 @@ from torch import nn
 
 from deit.cli import main
 from deit.inference.evaluation import evaluate, tta_head_outputs
-from deit.models import create_model
+from deit.models import build_architecture
 
 
 class LeftOrRight(nn.Module):
@@ -34,7 +34,7 @@ def test_flip_averages_over_the_width_axis():
 
 def test_flip_averages_every_head_of_a_distilled_model():
     torch.manual_seed(0)
-    model = create_model("deit_tiny_distilled_patch16_224", img_size=16, patch_size=8, embed_dim=32, depth=1,
+    model = build_architecture("deit_tiny_distilled_patch16_224", img_size=16, patch_size=8, embed_dim=32, depth=1,
                          num_heads=2, num_classes=5).eval()
     x = torch.randn(4, 3, 16, 16)
     plain, mirrored, tta = (tta_head_outputs(model, x), tta_head_outputs(model, x.flip(-1)),
@@ -53,7 +53,7 @@ def test_deit_eval_tta_flip(tmp_path, capsys):
     from deit.inference.evaluation import eval_loader
 
     torch.manual_seed(0)
-    model = create_model("resnet_digits", num_classes=4, img_size=16)
+    model = build_architecture("resnet_digits", num_classes=4, img_size=16)
     checkpoint = tmp_path / "m.safetensors"
     save_checkpoint(model, checkpoint)
     data = ["--data", "synthetic", "--set", "img_size=16", "synthetic_classes=4", "synthetic_val=40"]
@@ -74,7 +74,7 @@ def test_deit_eval_amp_auto_resolves_like_training(tmp_path, capsys, monkeypatch
     monkeypatch.setenv("DEIT_ASSUME_BF16", assume)
     torch.manual_seed(0)
     checkpoint = tmp_path / "m.safetensors"
-    save_checkpoint(create_model("resnet_digits", num_classes=4, img_size=16), checkpoint)
+    save_checkpoint(build_architecture("resnet_digits", num_classes=4, img_size=16), checkpoint)
     data = ["--data", "synthetic", "--set", "img_size=16", "synthetic_classes=4", "synthetic_val=16"]
     runs = {}
     for amp in ("auto", "none" if assume == "0" else "bf16"):

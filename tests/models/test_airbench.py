@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from deit.checkpoints import load_checkpoint, read_checkpoint, save_checkpoint
-from deit.models import count_params, create_model
+from deit.models import build_architecture, count_params
 from deit.models.airbench import patch_covariance, whitening_weights
 from deit.models.contract import data_init_images
 
@@ -24,7 +24,7 @@ def smooth_images(n: int = 64, size: int = 16, seed: int = 0) -> torch.Tensor:
 @pytest.mark.parametrize("name, params", [("airbench94_cifar", 1_972_792), ("airbench93_cifar", 569_656)])
 def test_exact_parameter_counts(name, params):
     with torch.device("meta"):
-        assert count_params(create_model(name)) == params
+        assert count_params(build_architecture(name)) == params
 
 
 def test_whitening_decorrelates_the_estimation_patches():
@@ -39,9 +39,9 @@ def test_whitening_decorrelates_the_estimation_patches():
 
 
 def test_the_model_whitens_from_data_and_never_trains_that_weight():
-    model = create_model("airbench94_cifar", widths=(8, 8, 16), whiten=True)
+    model = build_architecture("airbench94_cifar", widths=(8, 8, 16), whiten=True)
     assert data_init_images(model) == 5000 and not model.whiten.weight.requires_grad
-    assert data_init_images(create_model("airbench94_cifar", widths=(8, 8, 16))) == 0  # whiten off: none
+    assert data_init_images(build_architecture("airbench94_cifar", widths=(8, 8, 16))) == 0  # whiten off: none
     images = smooth_images(size=32)
     model.init_from_data(images)
     torch.testing.assert_close(model.whiten.weight, whitening_weights(images, 2))
@@ -53,7 +53,7 @@ def test_the_model_whitens_from_data_and_never_trains_that_weight():
 
 
 def test_checkpoints_keep_the_whitening_and_load_as_teachers(tmp_path):
-    model = create_model("airbench93_cifar", num_classes=7, widths=(8, 16, 16), whiten=True)
+    model = build_architecture("airbench93_cifar", num_classes=7, widths=(8, 16, 16), whiten=True)
     model.init_from_data(smooth_images(size=32))
     model.eval()
     save_checkpoint(model, tmp_path / "t.safetensors")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deit.models import attention, create_model, set_attn_impl
+from deit.models import attention, build_architecture, set_attn_impl
 from deit.models.attention import ProbeKey, choose, math_attention, probe_results, sdpa_attention
 from deit.models.fusion import fuse_for_cpu_inference
 
@@ -53,7 +53,7 @@ def test_math_and_sdpa_agree_forward_and_backward(dtype, atol):
 
 def test_a_vit_gives_the_same_logits_and_gradients_with_either_path():
     torch.manual_seed(0)
-    model = create_model("deit_tiny_distilled_patch16_224", **PROBED)
+    model = build_architecture("deit_tiny_distilled_patch16_224", **PROBED)
     x = torch.randn(2, 3, 64, 64)
     results = {}
     for impl in ("sdpa", "math"):
@@ -86,7 +86,7 @@ def test_auto_probes_once_per_key_and_runs_the_chosen_path(monkeypatch):
     probed: list[ProbeKey] = []
     monkeypatch.setattr(attention, "probe_measure", _fake_measure({"sdpa": 3.0, "math": 1.0}, probed))
     torch.manual_seed(0)
-    model = create_model("deit_tiny_patch16_224", **PROBED)
+    model = build_architecture("deit_tiny_patch16_224", **PROBED)
     x = torch.randn(3, 3, 64, 64)
     model.eval()
     with torch.no_grad():
@@ -106,12 +106,12 @@ def test_forced_paths_and_attention_dropout_are_not_probed(monkeypatch):
     probed: list[ProbeKey] = []
     monkeypatch.setattr(attention, "probe_measure", _fake_measure({"sdpa": 3.0, "math": 1.0}, probed))
     x = torch.randn(2, 3, 64, 64)
-    model = create_model("deit_tiny_patch16_224", **PROBED)
+    model = build_architecture("deit_tiny_patch16_224", **PROBED)
     for impl in ("sdpa", "math"):
         set_attn_impl(model, impl)
         model(x)
     # Attention dropout while training: the two paths draw different masks, so auto keeps sdpa unprobed...
-    dropping = create_model("deit_tiny_patch16_224", attn_drop_rate=0.5, **PROBED).train()
+    dropping = build_architecture("deit_tiny_patch16_224", attn_drop_rate=0.5, **PROBED).train()
     dropping(x)
     assert probed == []
     # ... and math, forced, still applies it (two draws differ; in eval mode nothing is dropped).
@@ -122,7 +122,7 @@ def test_forced_paths_and_attention_dropout_are_not_probed(monkeypatch):
 
 
 def test_a_real_probe_leaves_the_global_rng_and_the_weights_alone():
-    model = create_model("deit_tiny_patch16_224", **PROBED).eval()
+    model = build_architecture("deit_tiny_patch16_224", **PROBED).eval()
     keys = set(model.state_dict())
     torch.manual_seed(7)
     expected = torch.rand(4)
@@ -138,10 +138,10 @@ def test_a_real_probe_leaves_the_global_rng_and_the_weights_alone():
 
 
 def test_set_attn_impl_checks_its_value_and_reaches_the_fused_inference_copy():
-    model = create_model("deit_tiny_patch16_224", **PROBED)
+    model = build_architecture("deit_tiny_patch16_224", **PROBED)
     with pytest.raises(ValueError, match="'fast' is not one of auto, sdpa, math"):
         set_attn_impl(model, "fast")
-    convnet = create_model("resnet_digits", num_classes=4, img_size=16)
+    convnet = build_architecture("resnet_digits", num_classes=4, img_size=16)
     assert set_attn_impl(convnet, "auto") == 0
     with pytest.raises(ValueError, match="has no attention layers"):
         set_attn_impl(convnet, "math")

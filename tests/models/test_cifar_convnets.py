@@ -4,19 +4,19 @@ import pytest
 import torch
 
 from deit.checkpoints import load_checkpoint, read_checkpoint, save_checkpoint
-from deit.models import count_params, create_model, get_entry, measure
+from deit.models import build_architecture, count_params, get_entry, measure
 
 
 @pytest.mark.parametrize("name, params", [("resnet9", 6_573_120), ("resnet9_small", 1_646_112),
                                           ("resnet18_cifar", 11_173_962)])
 def test_exact_parameter_counts(name, params):
     with torch.device("meta"):
-        assert count_params(create_model(name)) == params
+        assert count_params(build_architecture(name)) == params
     assert get_entry(name).preprocessing.input_size == 32
 
 
 def test_resnet9_shapes_at_32_px():
-    model = create_model("resnet9_small").eval()
+    model = build_architecture("resnet9_small").eval()
     x = torch.randn(2, 3, 32, 32)
     shapes = []
     for stage in (model.prep, model.layer1, model.layer2, model.layer3):
@@ -28,7 +28,7 @@ def test_resnet9_shapes_at_32_px():
 
 
 def test_cifar_resnet18_has_a_3x3_stem_and_no_max_pool():
-    model = create_model("resnet18_cifar")
+    model = build_architecture("resnet18_cifar")
     assert model.conv1.kernel_size == (3, 3) and model.conv1.stride == (1, 1)
     assert isinstance(model.maxpool, torch.nn.Identity)
     assert model.forward_features(torch.randn(1, 3, 32, 32)).shape == (1, 512, 4, 4)
@@ -36,13 +36,13 @@ def test_cifar_resnet18_has_a_3x3_stem_and_no_max_pool():
 
 def test_macs_at_32_px():
     # 3x3 convolutions on 32/16/8/4 px maps: ~95M MACs at half width, 4x that at full width.
-    small = measure(create_model("resnet9_small"), 32).gmacs_linear
+    small = measure(build_architecture("resnet9_small"), 32).gmacs_linear
     assert small == pytest.approx(0.0963, abs=0.002)
-    assert measure(create_model("resnet9"), 32).gmacs_linear == pytest.approx(4 * small, rel=0.02)
+    assert measure(build_architecture("resnet9"), 32).gmacs_linear == pytest.approx(4 * small, rel=0.02)
 
 
 def test_resnet9_checkpoints_load_as_teachers(tmp_path):
-    model = create_model("resnet9_small", num_classes=7).eval()
+    model = build_architecture("resnet9_small", num_classes=7).eval()
     model.class_names = [f"c{i}" for i in range(7)]
     save_checkpoint(model, tmp_path / "t.safetensors")
     torch.save({"model": model.state_dict()}, tmp_path / "t.pth")  # a foreign file: found from its keys

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from deit.models import create_model, list_models, measure
+from deit.models import build_architecture, list_models, measure
 
 # ../shared/reference/recipe.md: exact parameter counts, GMACs linear+conv(+GELU) and incl. attention.
 EXPECTED = {
@@ -19,7 +19,7 @@ EXPECTED = {
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_exact_params_and_gmacs_of_the_eight_variants(name):
     with torch.device("meta"):
-        model = create_model(name)
+        model = build_architecture(name)
     c = measure(model, model.config.img_size)
     params, linear, total = EXPECTED[name]
     assert c.params == params
@@ -32,13 +32,13 @@ def test_all_eight_deit_variants_and_aliases_are_registered():
     assert set(EXPECTED) <= names
     for alias in ["deit-tiny", "deit-small-distilled", "deit-base-384", "deit-base-distilled-384"]:
         with torch.device("meta"):
-            create_model(alias)
+            build_architecture(alias)
 
 
 def test_macs_count_matches_hand_formula_for_a_small_vit():
     # 2 blocks, D=32, N=1+16, patch 8 on 32 px, 5 classes.
     with torch.device("meta"):
-        model = create_model("deit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=32, depth=2,
+        model = build_architecture("deit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=32, depth=2,
                              num_heads=2, num_classes=5)
     n, d = 17, 32
     patch = 16 * d * 3 * 8 * 8

@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 import torch
 
-from deit.models import FAMILIES, Classifier, Preprocessing, create_model, get_entry
+from deit.models import FAMILIES, Classifier, Preprocessing, build_architecture, get_entry
 from deit.models.contract import (
     classifier_prefixes,
     combine_heads,
@@ -71,7 +71,7 @@ def test_every_vit_option_is_covered():
 def _build(name, overrides, size, num_classes=5):
     torch.manual_seed(0)
     kwargs = {"img_size": size} if "img_size" in {f.name for f in dataclasses.fields(_entry_config(name))} else {}
-    return create_model(name, num_classes=num_classes, **kwargs, **overrides)
+    return build_architecture(name, num_classes=num_classes, **kwargs, **overrides)
 
 
 def _entry_config(name):

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from deit import load_checkpoint
-from deit.models import create_model, get_entry, list_models, measure
+from deit.models import build_architecture, get_entry, list_models, measure
 from deit.models.vit_config import ViTConfig
 
 # name: (parameters of timm 1.0.31's model, timm's published infer_gmacs (results/benchmark-infer-amp-nchw-pt240-*,
@@ -28,7 +28,7 @@ PUBLISHED = {
 @pytest.mark.parametrize("name", sorted(PUBLISHED))
 def test_exact_parameters_and_both_flops_conventions_of_the_published_models(name):
     with torch.device("meta"):
-        model = create_model(name)
+        model = build_architecture(name)
     c = measure(model, model.config.img_size)
     params, timm_gmacs, mmpretrain_flops = PUBLISHED[name]
     assert c.params == params
@@ -38,7 +38,7 @@ def test_exact_parameters_and_both_flops_conventions_of_the_published_models(nam
     # LayerScale and the patch-only position embedding add no multiply-accumulate: DeiT-B's and DeiT III-B's agree.
     if name == "deit3_base_patch16_224":
         with torch.device("meta"):
-            deit = create_model("deit_base_patch16_224")
+            deit = build_architecture("deit_base_patch16_224")
         assert measure(deit, 224).gmacs_linear == c.gmacs_linear and measure(deit, 224).gmacs_total == c.gmacs_total
 
 
@@ -76,7 +76,7 @@ def test_release_tags_pick_the_file_and_its_evaluation_crop():
     assert mm.endswith("/deit3-base-p16_3rdparty_in1k-384px_20221009-e19e36d4.pth")
     with pytest.raises(ValueError, match="no release tagged 'in21k'; its tags: fb_in1k, fb_in22k_ft_in1k"):
         get_entry("deit3_small_patch16_224.in21k")
-    model = create_model("deit3_small_patch16_224.fb_in22k_ft_in1k", depth=1)
+    model = build_architecture("deit3_small_patch16_224.fb_in22k_ft_in1k", depth=1)
     assert model.preprocessing.crop_pct == 1.0
 
 
@@ -182,7 +182,7 @@ def test_logits_match_the_official_structure_in_its_own_key_names(tmp_path, dist
 def test_logits_match_at_a_registered_size():
     # DeiT III-S at 224 px with two of its twelve blocks: the registered widths, heads and grid.
     official = random_official(img=224, patch=16, dim=384, depth=2, heads=6, classes=1000)
-    ours = create_model("deit3_small_patch16_224", depth=2).eval()
+    ours = build_architecture("deit3_small_patch16_224", depth=2).eval()
     sd = {k.replace("gamma_1", "ls1.gamma").replace("gamma_2", "ls2.gamma"): v
           for k, v in official.state_dict().items()}
     ours.load_state_dict(sd)

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from deit.cli import main
-from deit.models import create_model, get_entry, measure
+from deit.models import build_architecture, get_entry, measure
 from deit.models.regnet import RegNet, RegNetConfig, infer_config
 
 # Published sizes (timm's model table; the paper's Table for RegNetY): exact parameter counts and stage layouts.
@@ -34,7 +34,7 @@ def randomize_bn(model: torch.nn.Module) -> torch.nn.Module:
 def test_exact_params_and_stage_layout_of_named_regnets(name):
     params, widths, depths, group = EXPECTED[name]
     with torch.device("meta"):
-        model = create_model(name)
+        model = build_architecture(name)
     stages = model.config.stages()
     assert [s.width for s in stages] == widths and [s.depth for s in stages] == depths
     assert {s.group_width for s in stages} == {group}
@@ -47,7 +47,7 @@ def test_regnety_160_is_the_deit_teacher_with_16_gmacs():
     pre = entry.preprocessing
     assert (pre.input_size, pre.crop_pct, pre.interpolation) == (224, 0.875, "bicubic")
     with torch.device("meta"):
-        model = create_model("regnety_160")
+        model = build_architecture("regnety_160")
     # Paper: 15.9 GF. Linear+Conv multiply-accumulates at 224 px, SE 1x1 convs included.
     assert round(measure(model, 224).gmacs_linear, 2) == 15.91
 
@@ -103,7 +103,7 @@ def test_timm_key_layout_of_regnety_002_loads_strictly_and_infers_its_config():
     params, widths, depths, group = EXPECTED["regnety_002"]
     sd = random_state_dict(timm_layout(32, widths, depths, group, 0.25, 1000))
     assert sum(v.numel() for k, v in sd.items() if not k.endswith(("running_mean", "running_var", "tracked"))) == params
-    model = create_model("regnety_002")
+    model = build_architecture("regnety_002")
     assert set(model.state_dict()) == set(sd)
     model.load_state_dict(sd, strict=True)
     torch.testing.assert_close(model.s4.b7.se.fc2.bias, sd["s4.b7.se.fc2.bias"])
@@ -119,7 +119,7 @@ def test_infer_config_of_an_unnamed_regnet_and_of_foreign_keys():
     inferred = infer_config(sd)
     assert inferred.stages() == cfg.stages() and (inferred.se_ratio, inferred.num_classes) == (0.0, 3)
     RegNet(inferred).load_state_dict(sd, strict=True)
-    assert infer_config(create_model("resnet_digits").state_dict()) is None
+    assert infer_config(build_architecture("resnet_digits").state_dict()) is None
     assert infer_config({"cls_token": torch.zeros(1, 1, 8), "blocks.0.norm1.weight": torch.zeros(8)}) is None
     broken = {**sd, "s1.b1.se.fc1.weight": torch.zeros(4, 16, 1, 1)}  # SE on one block only
     with pytest.raises(ValueError, match="cannot express"):
@@ -171,7 +171,7 @@ def test_forward_matches_a_functional_reference_and_the_contract_shapes():
 # The classifier contract, for both convnet families: (model factory, input size, feature width).
 CONVNETS = {
     "regnet": (lambda **kw: RegNet(replace(TINY, **kw)), 64, 64),
-    "resnet": (lambda **kw: create_model("resnet_digits", **kw), 32, 96),
+    "resnet": (lambda **kw: build_architecture("resnet_digits", **kw), 32, 96),
 }
 
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from deit.models import create_model, get_entry
+from deit.models import build_architecture, get_entry
 from deit.models.resnet import ResNetConfig, infer_config
 
 
@@ -33,7 +33,7 @@ def test_resnet_digits_is_the_pilots_174k_teacher():
     # 3x3 stem 3->24, one basic block per stage 24 -> 48 -> 96, 10 classes.
     assert basic_resnet_params(3, [24, 48, 96], [1, 1, 1], 3, 10) == 174_274
     with torch.device("meta"):
-        model = create_model("resnet_digits")
+        model = build_architecture("resnet_digits")
     assert sum(p.numel() for p in model.parameters()) == 174_274
     pre = get_entry("resnet_digits").preprocessing
     assert (pre.input_size, pre.crop_pct) == (32, 1.0)
@@ -44,7 +44,7 @@ def test_resnet_digits_is_the_pilots_174k_teacher():
 def test_torchvision_sizes(name, blocks, params):
     assert basic_resnet_params(3, [64, 128, 256, 512], blocks, 7, 1000) == params  # torchvision's published counts
     with torch.device("meta"):
-        model = create_model(name)
+        model = build_architecture(name)
     assert sum(p.numel() for p in model.parameters()) == params
 
 
@@ -81,7 +81,7 @@ def torchvision_layout(widths: list[int], blocks: list[int], stem_k: int, classe
 def test_torchvision_key_layout_loads_strictly_and_infers_the_config(name, widths, blocks, stem_k, classes):
     shapes = torchvision_layout(widths, blocks, stem_k, classes)
     with torch.device("meta"):
-        model = create_model(name)
+        model = build_architecture(name)
         sd = {key: torch.empty(shape) for key, shape in shapes.items()}
     model.load_state_dict(sd, strict=True)  # every key, every shape
     assert infer_config(sd) == get_entry(name).config
@@ -92,7 +92,7 @@ def test_infer_config_refuses_bottlenecks_and_ignores_foreign_keys():
           "layer1.0.conv3.weight": torch.zeros(256, 64, 1, 1)}
     with pytest.raises(ValueError, match="bottleneck"):
         infer_config(sd)
-    assert infer_config(create_model("regnety_002").state_dict()) is None
+    assert infer_config(build_architecture("regnety_002").state_dict()) is None
 
 
 def reference_forward(sd: dict, blocks: list[int], x: torch.Tensor) -> torch.Tensor:
@@ -114,7 +114,7 @@ def reference_forward(sd: dict, blocks: list[int], x: torch.Tensor) -> torch.Ten
 
 
 def test_forward_matches_a_functional_reference_and_the_contract_shapes():
-    model = randomize_bn(create_model("resnet_digits")).eval()
+    model = randomize_bn(build_architecture("resnet_digits")).eval()
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         features = model.forward_features(x)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from deit.models import VisionTransformer, ViTConfig, create_model, resample_pos_embed
+from deit.models import VisionTransformer, ViTConfig, build_architecture, resample_pos_embed
 
 TINY = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=5)
 
@@ -141,14 +141,14 @@ def test_invalid_config_errors_are_clear():
 
 
 def test_create_model_by_name_alias_and_overrides():
-    m = create_model("deit-tiny-distilled", num_classes=10, img_size=32, depth=1, patch_size=16)
+    m = build_architecture("deit-tiny-distilled", num_classes=10, img_size=32, depth=1, patch_size=16)
     assert m.config.distilled and m.config.embed_dim == 192 and m.num_classes == 10
     assert m.preprocessing.input_size == 32
     assert m(torch.randn(1, 3, 32, 32)).shape == (1, 10)
     with pytest.raises(TypeError, match="did you mean 'depth'"):
-        create_model("deit_tiny_patch16_224", deptj=2)
+        build_architecture("deit_tiny_patch16_224", deptj=2)
     with pytest.raises(ValueError, match="did you mean"):
-        create_model("deit_tiny_patch16_22")
+        build_architecture("deit_tiny_patch16_22")
 
 
 # ------------------------------------------------------------------------------ DeiT III options (seams issue)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from deit.models import create_model
+from deit.models import build_architecture
 from deit.runtime.distributed import DistEnv
 from deit.train.components import build_distillation_objective
 from deit.train.config import ConfigError
@@ -87,7 +87,7 @@ def test_token_mismatches_are_clear_errors():
 
 
 def _student(distilled: bool) -> nn.Module:
-    return create_model("deit_tiny_patch16_224", num_classes=3, img_size=16, patch_size=4, embed_dim=32, depth=1,
+    return build_architecture("deit_tiny_patch16_224", num_classes=3, img_size=16, patch_size=4, embed_dim=32, depth=1,
                         num_heads=2, distilled=distilled)
 
 

@@ -7,7 +7,7 @@ import torch
 
 from deit.inference.evaluation import eval_loader, evaluate
 from deit.inference.teacher import Teacher
-from deit.models import create_model
+from deit.models import build_architecture
 from deit.reproduce.replay import ReplayedTeacher, record_predictions, replayed_teacher
 
 DATA = ["img_size=16", "synthetic_classes=4", "synthetic_val=37"]  # 37: the last batch is a partial one
@@ -16,8 +16,8 @@ DATA = ["img_size=16", "synthetic_classes=4", "synthetic_val=37"]  # 37: the las
 @pytest.fixture
 def models():
     torch.manual_seed(0)
-    teacher = create_model("resnet_digits", num_classes=4, img_size=16).eval()
-    student = create_model("deit_tiny_distilled_patch16_224", img_size=16, patch_size=8, embed_dim=32, depth=1,
+    teacher = build_architecture("resnet_digits", num_classes=4, img_size=16).eval()
+    student = build_architecture("deit_tiny_distilled_patch16_224", img_size=16, patch_size=8, embed_dim=32, depth=1,
                            num_heads=2, num_classes=4).eval()
     return teacher, student
 

@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from train_support import DEIT, REPO, SUBPROCESS_ENV, tiny_overrides
 
 from deit.checkpoints import save_checkpoint
-from deit.models import create_model
+from deit.models import build_architecture
 from deit.runtime.distributed import DistEnv
 from deit.runtime.typedconfig import ConfigError, to_dict
 from deit.train import budget, calibration, load_config, train
@@ -182,7 +182,7 @@ def _overrides(out: Path, teacher: Path, cache: Path, *extra: str) -> list[str]:
 def teacher(tmp_path_factory) -> Path:
     torch.manual_seed(1)
     path = tmp_path_factory.mktemp("teacher") / "teacher.safetensors"
-    save_checkpoint(create_model("resnet_digits", num_classes=4, img_size=16), path)
+    save_checkpoint(build_architecture("resnet_digits", num_classes=4, img_size=16), path)
     return path
 
 

@@ -13,7 +13,7 @@ from train_support import DEIT, REPO, SUBPROCESS_ENV
 
 from deit.checkpoints import load_checkpoint, save_checkpoint
 from deit.cli import main
-from deit.models import create_model
+from deit.models import build_architecture
 
 STUDENT = ("model.name=deit3_small_distilled_patch16_224",
            "model.args={patch_size: 4, embed_dim: 32, depth: 2, num_heads: 2}")
@@ -25,7 +25,7 @@ SMALL = ("epochs=1", "data.train_per_class=6", "data.batch_size=20", "progress=f
 def teacher(tmp_path_factory):
     torch.manual_seed(1)
     path = tmp_path_factory.mktemp("teacher") / "teacher.safetensors"
-    save_checkpoint(create_model("resnet_digits", num_classes=10, img_size=16), path)
+    save_checkpoint(build_architecture("resnet_digits", num_classes=10, img_size=16), path)
     return path
 
 

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from train_support import tiny_overrides
 
 from deit.checkpoints import save_checkpoint
-from deit.models import create_model
+from deit.models import build_architecture
 from deit.train import load_config, train
 from deit.train.cache_build import BuildOptions, build_cache
 from deit.train.preemption import Preempted
@@ -28,7 +28,7 @@ from deit.train.preemption import Preempted
 def teacher(tmp_path_factory) -> Path:
     torch.manual_seed(1)
     path = tmp_path_factory.mktemp("teacher") / "teacher.safetensors"
-    save_checkpoint(create_model("resnet_digits", num_classes=4, img_size=16), path)
+    save_checkpoint(build_architecture("resnet_digits", num_classes=4, img_size=16), path)
     return path
 
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deit.models import create_model
+from deit.models import build_architecture
 from deit.train.config import OptimConfig
 from deit.train.loss import DistillationLoss, soft_distillation
 from deit.train.optim import build_optimizer
@@ -136,9 +136,9 @@ def test_distillation_on_a_model_without_dist_token_is_a_clear_error():
 
 def test_teacher_gets_no_gradient_and_no_optimizer_state():
     torch.manual_seed(0)
-    student = create_model("deit_tiny_distilled_patch16_224", num_classes=5, img_size=16, patch_size=4,
+    student = build_architecture("deit_tiny_distilled_patch16_224", num_classes=5, img_size=16, patch_size=4,
                            embed_dim=32, depth=1, num_heads=2)
-    teacher = create_model("resnet_digits", num_classes=5, img_size=16)
+    teacher = build_architecture("resnet_digits", num_classes=5, img_size=16)
     teacher.train()
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     loss_fn = DistillationLoss(nn.CrossEntropyLoss(), teacher, "hard")

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from deit.models import create_model
+from deit.models import build_architecture
 from deit.train.config import ConfigError, OptimConfig, TrainConfig
 from deit.train.optim import Lamb, build_optimizer
 
@@ -127,7 +127,7 @@ def test_state_dict_resume_continues_the_same_steps():
 
 
 def test_build_optimizer_lamb_on_a_deit_uses_the_recipe_groups():
-    model = create_model("deit_tiny_patch16_224", img_size=16, patch_size=8, embed_dim=16, depth=1, num_heads=2,
+    model = build_architecture("deit_tiny_patch16_224", img_size=16, patch_size=8, embed_dim=16, depth=1, num_heads=2,
                          num_classes=3)
     cfg = OptimConfig(name="lamb", weight_decay=0.05, eps=1e-8)
     opt = build_optimizer(cfg, model, lr=LR)

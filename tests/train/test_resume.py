@@ -14,12 +14,12 @@ from safetensors.torch import load_file
 from train_support import DEIT, REPO, SUBPROCESS_ENV, tiny_overrides
 
 from deit.checkpoints import save_checkpoint
-from deit.models import create_model
+from deit.models import build_architecture
 
 
 def _teacher(path: Path) -> Path:
     torch.manual_seed(1)
-    teacher = create_model("resnet_digits", num_classes=4, img_size=16)
+    teacher = build_architecture("resnet_digits", num_classes=4, img_size=16)
     save_checkpoint(teacher, path)
     return path
 

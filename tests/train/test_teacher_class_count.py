@@ -11,7 +11,7 @@ import torch
 from train_support import DEIT, REPO, SUBPROCESS_ENV, tiny_overrides
 
 from deit.checkpoints import load_state_dict_strict, save_checkpoint, save_official, save_timm
-from deit.models import create_model
+from deit.models import build_architecture
 from deit.train import load_config
 from deit.train.teacher_source import build_teacher
 
@@ -31,7 +31,7 @@ CASES = [(family, layout) for family in FAMILIES for layout in LAYOUTS]
 
 def _teacher(family: str) -> torch.nn.Module:
     torch.manual_seed(0)
-    model = create_model(FAMILIES[family][0], num_classes=NUM_CLASSES).eval()
+    model = build_architecture(FAMILIES[family][0], num_classes=NUM_CLASSES).eval()
     with torch.no_grad():  # non-zero everywhere (the zero-initialised BN scales too), so every tensor counts
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
@@ -62,14 +62,14 @@ def test_a_teacher_with_its_own_class_count_loads_in_every_layout(family, layout
 def test_a_classifier_that_does_not_fit_is_named_with_the_fix(family):
     """Weights of another class count loaded as they are: the error names the family's classifier and the fix;
     a classifier of another width is another architecture, not a class count."""
-    model = create_model(FAMILIES[family][0], num_classes=1000)
+    model = build_architecture(FAMILIES[family][0], num_classes=1000)
     weights = _teacher(family).state_dict()
     key = model.classifier_prefixes[0] + "weight"
     with pytest.raises(ValueError, match=rf"shape mismatch for '{key}'.*\(the class count differs: pass num_classes="):
         load_state_dict_strict(model, weights)
     narrower = {**weights, key: weights[key][:, :-1]}
     with pytest.raises(ValueError, match=rf"shape mismatch for '{key}'") as err:
-        load_state_dict_strict(create_model(FAMILIES[family][0], num_classes=NUM_CLASSES), narrower)
+        load_state_dict_strict(build_architecture(FAMILIES[family][0], num_classes=NUM_CLASSES), narrower)
     assert "class count" not in str(err.value)
 
 
@@ -79,7 +79,7 @@ def test_deit_train_distils_from_a_regnet_teacher_with_its_own_class_count(tmp_p
     teacher.model as the distilled presets name theirs."""
     torch.manual_seed(0)
     teacher = tmp_path / "regnet_4.pth"
-    save_official(create_model("regnety_002", num_classes=4), teacher)
+    save_official(build_architecture("regnety_002", num_classes=4), teacher)
     args = tiny_overrides(tmp_path / "run", extra=("epochs=1", "distillation.type=hard", "teacher.model=regnety_002",
                                                    f"teacher.checkpoint={teacher}", "teacher.dtype=float32"))
     done = subprocess.run([*DEIT, "train", "--config", "digits-deit-distilled", *args], cwd=tmp_path, text=True,

@@ -10,7 +10,7 @@ from train_support import tiny_overrides
 
 from deit.checkpoints import save_checkpoint
 from deit.inference.teacher import InputAdapter, Teacher
-from deit.models import Preprocessing, create_model
+from deit.models import Preprocessing, build_architecture
 from deit.train import load_config, train
 
 STUDENT = Preprocessing(input_size=16, crop_pct=1.0)
@@ -32,7 +32,7 @@ def test_adapter_renormalises_and_resizes():
 
 def test_teacher_applies_its_adapter_and_stays_frozen():
     torch.manual_seed(0)
-    module = create_model("resnet_digits", num_classes=4, img_size=32)
+    module = build_architecture("resnet_digits", num_classes=4, img_size=32)
     x = torch.randn(2, 3, 16, 16)
     adapter = InputAdapter(STUDENT, TEACHER)
     teacher = Teacher(module, "float32", adapter)
@@ -44,7 +44,7 @@ def test_teacher_applies_its_adapter_and_stays_frozen():
 
 def test_a_run_converts_the_batch_for_its_teacher_and_says_so(tmp_path, capsys):
     torch.manual_seed(1)
-    module = create_model("resnet_digits", num_classes=4, img_size=32)
+    module = build_architecture("resnet_digits", num_classes=4, img_size=32)
     module.preprocessing = TEACHER
     save_checkpoint(module, tmp_path / "teacher.safetensors")
     cfg = load_config("digits-convnet-teacher", tiny_overrides(tmp_path / "run", extra=(

@@ -49,10 +49,10 @@ def test_missing_config_and_bad_resume_are_clear(tmp_path, capsys):
 
 def test_distillation_needs_a_distilled_student(tmp_path, capsys):
     from deit.checkpoints import save_checkpoint
-    from deit.models import create_model
+    from deit.models import build_architecture
 
     teacher = tmp_path / "t.safetensors"
-    save_checkpoint(create_model("resnet_digits", num_classes=4, img_size=16), teacher)
+    save_checkpoint(build_architecture("resnet_digits", num_classes=4, img_size=16), teacher)
     args = tiny_overrides(tmp_path / "r", distilled=False, extra=("distillation.type=hard",
                                                                  f"teacher.checkpoint={teacher}"))
     assert main(["train", "--config", "digits-convnet-teacher", *args]) == 2
@@ -62,7 +62,7 @@ def test_distillation_needs_a_distilled_student(tmp_path, capsys):
     assert main(["train", "--config", "digits-convnet-teacher", *args]) == 2
     assert "needs a teacher: set teacher.checkpoint" in capsys.readouterr().err
     # A teacher trained on another class count: the error says to fine-tune it first.
-    save_checkpoint(create_model("resnet_digits", num_classes=10, img_size=16), teacher)
+    save_checkpoint(build_architecture("resnet_digits", num_classes=10, img_size=16), teacher)
     args = tiny_overrides(tmp_path / "r2", extra=("distillation.type=hard", f"teacher.checkpoint={teacher}"))
     assert main(["train", "--config", "digits-convnet-teacher", *args]) == 2
     err = capsys.readouterr().err
@@ -72,7 +72,7 @@ def test_distillation_needs_a_distilled_student(tmp_path, capsys):
 @pytest.mark.slow
 def test_train_eval_plot_and_finetune_with_distillation(tmp_path, capsys):
     from deit.checkpoints import load_checkpoint, save_checkpoint
-    from deit.models import create_model
+    from deit.models import build_architecture
 
     run = tmp_path / "run"
     assert main(["train", "--config", "digits-convnet-teacher", *tiny_overrides(run, extra=("epochs=1",))]) == 0
@@ -91,7 +91,7 @@ def test_train_eval_plot_and_finetune_with_distillation(tmp_path, capsys):
 
     # Fine-tune that checkpoint at another resolution and class count, with hard distillation.
     teacher = tmp_path / "t.safetensors"
-    save_checkpoint(create_model("resnet_digits", num_classes=3, img_size=24), teacher)
+    save_checkpoint(build_architecture("resnet_digits", num_classes=3, img_size=24), teacher)
     ft = tmp_path / "ft"
     args = tiny_overrides(ft, extra=("epochs=1", "model.img_size=24", "data.img_size=24", "data.synthetic_classes=3",
                                      f"model.finetune={run / 'last.safetensors'}", "distillation.type=hard",

@@ -17,7 +17,7 @@ from train_support import DEIT, REPO, SUBPROCESS_ENV, tiny_overrides
 
 from deit.checkpoints import save_checkpoint
 from deit.cli import main
-from deit.models import create_model, describe_model, get_entry
+from deit.models import build_architecture, describe_model, get_entry
 from deit.runtime import precision
 
 TRAIN = [*DEIT, "train", "--config", "digits-convnet-teacher"]
@@ -51,7 +51,7 @@ def test_the_banner_names_the_student_as_it_is(finished):
     # A registered architecture is called by its name; another family without a describe() by its fields.
     assert describe_model(get_entry("deit_small_patch16_224").config, "deit_small_patch16_224") == (
         "deit_small_patch16_224")
-    small = create_model("resnet9", num_classes=10, widths=(8, 16, 32, 64)).config
+    small = build_architecture("resnet9", num_classes=10, widths=(8, 16, 32, 64)).config
     assert describe_model(small, "resnet9").startswith("resnet9 widths (8, 16, 32, 64)")
     assert describe_model(small, "resnet9").endswith("(resnet9 with overrides)")
 
@@ -134,7 +134,7 @@ def test_a_missing_teacher_says_it_is_the_teacher_and_how_to_make_it(tmp_path, c
 def test_teacher_cache_build_ends_with_what_it_built_where_and_how_long(tmp_path, capsys):
     torch.manual_seed(1)
     teacher = tmp_path / "teacher.safetensors"
-    save_checkpoint(create_model("resnet_digits", num_classes=4, img_size=16), teacher)
+    save_checkpoint(build_architecture("resnet_digits", num_classes=4, img_size=16), teacher)
     cache = tmp_path / "cache"
     args = tiny_overrides(tmp_path / "unused", extra=("distillation.type=hard", f"teacher.checkpoint={teacher}"))
     build = ["teacher-cache", "build", "--config", "digits-convnet-teacher", *args, "--output", str(cache),

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from deit.models import create_model
+from deit.models import build_architecture
 from deit.train.config import OptimConfig, ScheduleConfig
 from deit.train.optim import LRSchedule, build_optimizer, build_schedule, param_groups, scaled_lr
 
@@ -50,7 +50,7 @@ def test_lr_scaling_by_total_batch():
 
 
 def test_no_decay_groups_for_deit():
-    model = create_model("deit_tiny_distilled_patch16_224", img_size=32, patch_size=8, depth=2)
+    model = build_architecture("deit_tiny_distilled_patch16_224", img_size=32, patch_size=8, depth=2)
     decay, no_decay = param_groups(model, 0.05)
     assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
     nd = set(no_decay["param_names"])
@@ -69,7 +69,7 @@ def test_no_decay_groups_for_deit():
 
 
 def test_no_decay_groups_for_a_convnet():
-    model = create_model("resnet_digits")
+    model = build_architecture("resnet_digits")
     decay, no_decay = param_groups(model, 5e-4)
     assert "bn1.weight" in no_decay["param_names"] and "fc.bias" in no_decay["param_names"]
     assert "conv1.weight" in decay["param_names"] and "fc.weight" in decay["param_names"]

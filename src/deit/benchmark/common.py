@@ -13,7 +13,7 @@ from torch import nn
 from deit.benchmark.gemm import DTYPES, bf16_supported, datasheet_tflops
 from deit.benchmark.report import Row
 from deit.benchmark.timing import Samples
-from deit.models import create_model, measure, set_attn_impl
+from deit.models import build_architecture, measure, set_attn_impl
 from deit.models.attention import check_attn_impl
 from deit.train.compiling import compile_step
 
@@ -101,9 +101,9 @@ def model_overrides(config: BenchmarkConfig) -> dict[str, object]:
 
 
 def build(name: str, config: BenchmarkConfig, device: torch.device) -> nn.Module:
-    """The model exactly as ``create_model`` returns it (plus the config's overrides, and its attention kernel set
+    """The model exactly as ``build_architecture`` returns it (plus the config's overrides, and its attention kernel set
     to ``config.attn_impl``), on ``device``."""
-    model = create_model(name, **model_overrides(config)).to(device)
+    model = build_architecture(name, **model_overrides(config)).to(device)
     set_attn_impl(model, config.attn_impl)
     return model
 
@@ -116,7 +116,7 @@ def forward_gflop(name: str, size: int, overrides: dict[str, object]) -> float:
     """GFLOP of one image's forward pass: 2 x ``gmacs_total`` (see ``report.FLOPS_CONVENTION``), counted on a
     meta-device copy (no memory, no compute)."""
     with torch.device("meta"):
-        model = create_model(name, **overrides)
+        model = build_architecture(name, **overrides)
     return 2.0 * measure(model, size).gmacs_total
 
 

@@ -35,7 +35,7 @@ from deit.benchmark.peers import load_twins
 from deit.benchmark.report import Row
 from deit.benchmark.timing import race
 from deit.inference.teacher import Teacher
-from deit.models import create_model
+from deit.models import build_architecture
 from deit.train.config import OptimConfig
 from deit.train.loss import DistillationObjective
 from deit.train.optim import build_optimizer
@@ -80,7 +80,7 @@ def make_step(
 def build_teacher(name: str, num_classes: int, device: torch.device, dtype: str = "fp32") -> Teacher:
     """The frozen RegNetY teacher for ``num_classes``, as training runs it (channels-last, its convolutions run
     faster so: docs/results/benchmark-cpu.md; bf16 weights when the benchmark runs in bf16)."""
-    module = create_model(name, num_classes=num_classes).to(device)
+    module = build_architecture(name, num_classes=num_classes).to(device)
     return Teacher(module, "bfloat16" if dtype == "bf16" else "float32")
 
 

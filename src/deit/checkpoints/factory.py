@@ -30,11 +30,11 @@ def create_model(
     for another class count or image size are adapted: heads re-initialised, pos_embed resampled.
     """
     if not pretrained:
-        return registry.create_model(name, num_classes=num_classes, img_size=img_size,
+        return registry.build_architecture(name, num_classes=num_classes, img_size=img_size,
                                      drop_path_rate=drop_path_rate, **config_overrides)
     entry = registry.get_entry(name)
     # Build at the checkpoint's native size and class count, load, then adapt: the same path as fine-tuning.
-    model = registry.create_model(name, drop_path_rate=drop_path_rate, **config_overrides)
+    model = registry.build_architecture(name, drop_path_rate=drop_path_rate, **config_overrides)
     load_pretrained_weights(model, entry, pretrained)
     if num_classes is not None and num_classes != model.num_classes:
         model.reset_classifier(num_classes)

@@ -17,7 +17,7 @@ import torch
 
 from deit.checkpoints.errors import UnknownLayoutError
 from deit.checkpoints.layouts import LAYOUT_HELP, key_prefixes
-from deit.models.registry import create_model, families, get_entry, get_family, list_models, structure
+from deit.models.registry import build_architecture, families, get_entry, get_family, list_models, structure
 
 
 def infer_architecture(state_dict: Mapping[str, torch.Tensor], layout: str = "timm") -> tuple[str, Any]:
@@ -75,7 +75,7 @@ def _kinds_of_models() -> tuple[tuple[str, frozenset[str]], ...]:
         signature = (entry.family, *sorted((k, repr(_sizeless(v))) for k, v in structure(entry.config).items()))
         if signature not in seen:
             with torch.device("meta"):  # shapes only: nothing allocated
-                model = create_model(name)
+                model = build_architecture(name)
             seen[signature] = (name, frozenset(_kind(k) for k in _weights(list(model.state_dict()))))
     return tuple(seen.values())
 

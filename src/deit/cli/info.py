@@ -7,7 +7,7 @@ import json
 
 import torch
 
-from deit.models import create_model, get_entry, list_models, measure
+from deit.models import build_architecture, get_entry, list_models, measure
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,7 +24,7 @@ def model_info(name: str, img_size: int | None = None, num_classes: int | None =
     entry = get_entry(name)
     # A meta-device model: exact shapes and counts, no memory, instant even for DeiT-B/384.
     with torch.device("meta"):
-        model = create_model(entry.name, img_size=img_size, num_classes=num_classes)
+        model = build_architecture(entry.name, img_size=img_size, num_classes=num_classes)
     size = model.preprocessing.input_size
     c = measure(model, size)
     cfg = model.config

@@ -200,7 +200,7 @@ def apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
     return replace(config, **overrides)
 
 
-def create_model(
+def build_architecture(
     name: str,
     *,
     num_classes: int | None = None,
@@ -212,7 +212,7 @@ def create_model(
     (e.g. ``head_mode``, ``depth``). For release or local weights use ``deit.create_model(..., pretrained=...)``.
     """
     if "pretrained" in config_overrides:
-        raise TypeError("deit.models.create_model builds architectures only; load weights with "
+        raise TypeError("deit.models.build_architecture builds architectures only; load weights with "
                         "deit.create_model(name, pretrained=True or a path)")
     entry = get_entry(name)
     overrides = dict(config_overrides)
@@ -236,7 +236,7 @@ __all__ = [
     "Release",
     "apply_overrides",
     "build_model",
-    "create_model",
+    "build_architecture",
     "default_preprocessing",
     "describe_model",
     "families",
