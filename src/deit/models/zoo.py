@@ -1,5 +1,5 @@
-"""Every named model: the eight DeiT variants of the paper (official names and the seed's short aliases), DeiT III's
-(``zoo_deit3.py``) and the convnet teachers."""
+"""Every named model: the DeiT paper's eight variants (official names, with short aliases such as ``deit-small``),
+DeiT III's (``zoo_deit3.py``), the convnet teachers and the CIFAR-10 nets (``deit info --list`` shows them all)."""
 
 from __future__ import annotations
 
