@@ -57,7 +57,9 @@ def test_deit_eval_tta_flip(tmp_path, capsys):
     checkpoint = tmp_path / "m.safetensors"
     save_checkpoint(model, checkpoint)
     data = ["--data", "synthetic", "--set", "img_size=16", "synthetic_classes=4", "synthetic_val=40"]
-    assert main(["eval", "--checkpoint", str(checkpoint), *data, "--tta", "flip", "--json", "--workers", "0"]) == 0
+    # amp pinned: the reference below runs in fp32, whatever `auto` would resolve to on this CPU
+    assert main(["eval", "--checkpoint", str(checkpoint), *data, "--tta", "flip", "--json", "--workers", "0",
+                 "--amp", "none"]) == 0
     metrics = json.loads(capsys.readouterr().out)
     loader, _ = eval_loader("synthetic", model, overrides=data[3:])
     expected = evaluate(model, loader, tta="flip")

@@ -108,6 +108,7 @@ def test_eval_of_the_best_checkpoint_gives_the_runs_figure(finished, monkeypatch
     assert "precision: fp32 (amp=none: as configured)" in proc.stderr  # beside the JSON, not in it
     # The default is amp=auto, resolved as training resolves it (here: a CPU without native bf16).
     monkeypatch.setattr(precision, "cpu_bf16_instructions", lambda: None)
+    monkeypatch.delenv(precision.ASSUME_BF16_ENV, raising=False)  # the CPU as patched, not as the suite assumes
     assert main(["eval", "--checkpoint", str(run / "best.safetensors"), *EVAL_DATA, "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "precision: fp32 (amp=auto: this CPU has no AVX512_BF16 or AMX" in out
