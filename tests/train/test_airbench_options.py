@@ -152,7 +152,7 @@ def test_the_preset_whitens_once_before_step_0_and_a_continued_run_keeps_it(fold
     cfg = load_config("cifar10-airbench-teacher", overrides)
     result = train(cfg)
     assert "data-dependent initialisation (Airbench.init_from_data) from 24 training images" in capsys.readouterr().out
-    assert result.summary["steps"] == 3 and "top1" in result.summary["final"]  # validated with multicrop TTA
+    assert result.summary["steps"] == 3 and "top1" in result.summary["final"]  # validated with the preset's TTA
     train_set = build_dataset(cfg.data, "train")
     images = data_init_sample(cfg, train_set, result.model.preprocessing, 5000)
     expected = whitening_weights(images, 2)
