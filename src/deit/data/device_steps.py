@@ -11,6 +11,7 @@ RandAugment (``deit.data.device_ops``), normalisation and erasing; 3-Augment and
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +42,7 @@ class Pending:
     shape: tuple[int, int, int]
 
 
-class DeviceStep:
+class DeviceStep(abc.ABC):
     """One transform of the recipe, split between the worker (``draw``, ``collate``) and the device (``apply``)."""
 
     name: str
@@ -52,8 +53,9 @@ class DeviceStep:
     def collate(self, draws: list[Params]) -> Params:
         return {}
 
+    @abc.abstractmethod
     def apply(self, x: torch.Tensor, params: Params) -> torch.Tensor:
-        raise NotImplementedError
+        """This step on the device, for the whole batch, with the parameters ``collate`` gathered."""
 
 
 # ----------------------------------------------------------------------------------------------- layouts
