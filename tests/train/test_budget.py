@@ -19,8 +19,6 @@ import yaml
 from safetensors.torch import load_file
 from train_support import DEIT, REPO, SUBPROCESS_ENV, tiny_overrides
 
-from deit.checkpoints import save_checkpoint
-from deit.models import build_architecture
 from deit.runtime.distributed import DistEnv
 from deit.runtime.typedconfig import ConfigError, to_dict
 from deit.train import budget, calibration, load_config, train
@@ -176,14 +174,6 @@ def _overrides(out: Path, teacher: Path, cache: Path, *extra: str) -> list[str]:
     return tiny_overrides(out, extra=("epochs=4", "ema.enabled=true", "ema.decay=0.9", "distillation.type=hard",
                                       f"teacher.checkpoint={teacher}", f"distillation.teacher_cache={cache}",
                                       "logging.tensorboard=false", *extra))
-
-
-@pytest.fixture(scope="module")
-def teacher(tmp_path_factory) -> Path:
-    torch.manual_seed(1)
-    path = tmp_path_factory.mktemp("teacher") / "teacher.safetensors"
-    save_checkpoint(build_architecture("resnet_digits", num_classes=4, img_size=16), path)
-    return path
 
 
 @pytest.fixture(scope="module")

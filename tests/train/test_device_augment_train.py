@@ -4,32 +4,16 @@ as another stream."""
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import signal
-import threading
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
-from train_support import tiny_overrides
+from train_support import signal_when_logged, tiny_overrides
 
-from deit.checkpoints import save_checkpoint
-from deit.models import build_architecture
 from deit.train import load_config, train
 from deit.train.cache_build import BuildOptions, build_cache
 from deit.train.preemption import Preempted
-
-
-@pytest.fixture(scope="module")
-def teacher(tmp_path_factory) -> Path:
-    torch.manual_seed(1)
-    path = tmp_path_factory.mktemp("teacher") / "teacher.safetensors"
-    save_checkpoint(build_architecture("resnet_digits", num_classes=4, img_size=16), path)
-    return path
 
 
 def _cfg(out: Path, teacher: Path, *extra: str):
@@ -52,35 +36,12 @@ def worker_run(tmp_path_factory, teacher) -> dict[str, torch.Tensor]:
     return _weights(train(_cfg(tmp_path_factory.mktemp("worker"), teacher)).run_dir)
 
 
-@contextlib.contextmanager
-def _signal_when_logged(run_dir: Path, step: int):
-    """SIGUSR1 to this process (the run saves and stops) once the run in ``run_dir`` has logged ``step``."""
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.is_set():
-            log = run_dir / "metrics.jsonl"
-            lines = log.read_text().splitlines() if log.exists() else []
-            if any(json.loads(line).get("step", 0) >= step for line in lines if line.endswith("}")):
-                os.kill(os.getpid(), signal.SIGUSR1)
-                return
-            time.sleep(0.01)
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        done.set()
-        thread.join()
-
-
 def test_a_device_augment_run_is_the_worker_path_run_and_resumes_bit_exactly(tmp_path, teacher, worker_run, capsys):
     device = train(_cfg(tmp_path / "device", teacher, "data.device_augment=true"))
     assert "device_augment: true" in (device.run_dir / "config.yaml").read_text()
     assert "data.device_augment on a CPU" in capsys.readouterr().out  # said once, at the start
     assert _same(_weights(device.run_dir), worker_run)
-    with pytest.raises(Preempted), _signal_when_logged(tmp_path / "resumed", step=8):
+    with pytest.raises(Preempted), signal_when_logged(tmp_path / "resumed", step=8):
         train(_cfg(tmp_path / "resumed", teacher, "data.device_augment=true", "data.num_workers=2"))
     resumed = train(_cfg(tmp_path / "resumed", teacher, "data.device_augment=true"))
     assert _same(_weights(resumed.run_dir), worker_run)

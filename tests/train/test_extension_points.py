@@ -4,13 +4,8 @@ objective, and a new data set (registered by name, or given to ``train`` as obje
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
-import signal
-import threading
-import time
 
 import numpy as np
 import pytest
@@ -18,7 +13,7 @@ import torch
 import yaml
 from PIL import Image
 from torch import nn
-from train_support import tiny_overrides
+from train_support import signal_when_logged, tiny_overrides
 
 import deit
 from deit.cli import main
@@ -70,34 +65,11 @@ def test_a_new_objective_trains_evaluates_and_resumes(tmp_path):
     assert model.num_classes == 4
     # Preempted mid-run (SIGUSR1: it saves and stops), then the same call continues it to the uninterrupted
     # run's weights, bit for bit.
-    with pytest.raises(Preempted), _signal_when_logged(tmp_path / "resumed", step=15):
+    with pytest.raises(Preempted), signal_when_logged(tmp_path / "resumed", step=15):
         _run(tmp_path / "resumed", "epochs=2")
     resumed = _run(tmp_path / "resumed", "epochs=2")
     for key, value in full.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[key]), key
-
-
-@contextlib.contextmanager
-def _signal_when_logged(run_dir, step: int):
-    """SIGUSR1 to this process once the run in ``run_dir`` has logged ``step``."""
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.is_set():
-            lines = (run_dir / "metrics.jsonl").read_text().splitlines() if (run_dir / "metrics.jsonl").exists() \
-                else []
-            if any(json.loads(line).get("step", 0) >= step for line in lines if line.endswith("}")):
-                os.kill(os.getpid(), signal.SIGUSR1)
-                return
-            time.sleep(0.01)
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        done.set()
-        thread.join()
 
 
 def test_an_unknown_objective_is_refused_naming_the_registered_ones(tmp_path):
@@ -167,7 +139,7 @@ def test_a_data_set_registered_by_name_trains_evaluates_and_resumes(tmp_path, ca
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["num_samples"] == 42 and metrics["top1"] == final
     # Preempted mid-run, then the same call continues it to the uninterrupted run's weights, bit for bit.
-    with pytest.raises(Preempted), _signal_when_logged(tmp_path / "resumed", step=15):
+    with pytest.raises(Preempted), signal_when_logged(tmp_path / "resumed", step=15):
         train(_stripes_config(tmp_path / "resumed", "data.dataset=stripes"))
     resumed = train(_stripes_config(tmp_path / "resumed", "data.dataset=stripes"))
     assert _same_weights(full.model, resumed.model)
@@ -184,7 +156,7 @@ def test_data_set_objects_given_to_train_train_evaluate_and_resume(tmp_path):
     # The same images by name or as objects: the same run.
     by_name = train(_stripes_config(tmp_path / "by-name", "data.dataset=stripes"))
     assert _same_weights(full.model, by_name.model)
-    with pytest.raises(Preempted), _signal_when_logged(tmp_path / "resumed", step=15):
+    with pytest.raises(Preempted), signal_when_logged(tmp_path / "resumed", step=15):
         train(_stripes_config(tmp_path / "resumed"), datasets=(stripes("train"), stripes("val")))
     # Other data set objects do not continue it, whether the run is continued by default or required to be.
     other = (stripes("train", seed=7), stripes("val"))

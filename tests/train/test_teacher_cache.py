@@ -15,21 +15,11 @@ import torch
 from safetensors.torch import load_file
 from train_support import REPO, SUBPROCESS_ENV, tiny_overrides
 
-from deit.checkpoints import save_checkpoint
 from deit.cli import main
-from deit.models import build_architecture
 from deit.runtime.precision import ASSUME_BF16_ENV
 from deit.train import load_config, train
 from deit.train.cache_build import BuildOptions, build_cache
 from deit.train.teacher_cache import CacheMeta, decode, encode
-
-
-@pytest.fixture(scope="module")
-def teacher(tmp_path_factory) -> Path:
-    torch.manual_seed(1)
-    path = tmp_path_factory.mktemp("teacher") / "teacher.safetensors"
-    save_checkpoint(build_architecture("resnet_digits", num_classes=4, img_size=16), path)
-    return path
 
 
 def _cfg(out: Path, teacher: Path, *extra: str, kind: str = "hard"):

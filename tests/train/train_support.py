@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import signal
 import sys
+import threading
+import time
 from pathlib import Path
 
 # Subprocesses (resume, DDP) use one thread each, so their results match and they do not oversubscribe the CPU.
@@ -49,3 +54,26 @@ def tiny_overrides(out: Path, *, distilled: bool = True, extra: tuple[str, ...] 
         "schedule.min_lr=1e-5",
         *extra,
     ]
+
+
+@contextlib.contextmanager
+def signal_when_logged(run_dir: Path, step: int):
+    """SIGUSR1 to this process (the run saves and stops) once the run in ``run_dir`` has logged ``step``."""
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            log = run_dir / "metrics.jsonl"
+            lines = log.read_text().splitlines() if log.exists() else []
+            if any(json.loads(line).get("step", 0) >= step for line in lines if line.endswith("}")):
+                os.kill(os.getpid(), signal.SIGUSR1)
+                return
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
