@@ -8,12 +8,11 @@ Deterministic (derandomized, fixed example counts) so CI is stable; a few second
 from __future__ import annotations
 
 import json
-import signal
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
+from fuzz_support import no_hang
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,25 +22,7 @@ from deit.models import VisionTransformer, ViTConfig, build_architecture
 
 FUZZ = settings(max_examples=40, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-HANG_SECONDS = 30  # an example takes milliseconds; a hang takes forever
 
-
-class Hang(BaseException):  # not an Exception: nothing in deit may swallow it
-    pass
-
-
-@contextmanager
-def no_hang(seconds: float = HANG_SECONDS):
-    def alarm(signum, frame):
-        raise Hang(f"still running after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def _tiny_vit() -> VisionTransformer:

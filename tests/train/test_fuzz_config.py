@@ -5,10 +5,8 @@ hang. Deterministic (derandomized, fixed example counts), a few seconds each."""
 
 from __future__ import annotations
 
-import signal
-from contextlib import contextmanager
-
 import pytest
+from fuzz_support import no_hang
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -22,23 +20,6 @@ PRESET = "digits-deit-distilled"
 # The characters YAML gives meaning to, and some that it refuses (tab, NUL, a lone surrogate is not text).
 YAML_CHARS = st.sampled_from(list(":-[]{}#&*!|>'\"%@`,? \t\n\x00\\") + list("ab01.eE+~"))
 
-
-class Hang(BaseException):
-    pass
-
-
-@contextmanager
-def no_hang(seconds: float = 30):  # an example takes milliseconds; a hang takes forever
-    def alarm(signum, frame):
-        raise Hang(f"still running after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def _load_or_our_error(config, overrides=()) -> None:
