@@ -131,22 +131,10 @@ def test_bad_option_values_are_refused(override, message):
         load_config("cifar10-airbench-teacher", [override])
 
 
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cifar_like")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 8), ("test", 2)):
-        for c, name in enumerate(("cat", "dog", "ship")):
-            (root / split / name).mkdir(parents=True)
-            for i in range(n):
-                pixels = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8) // (c + 1)
-                Image.fromarray(pixels).save(root / split / name / f"{i:04d}.jpg")
-    return root
-
-
-def test_the_preset_whitens_once_before_step_0_and_a_continued_run_keeps_it(folder, tmp_path, monkeypatch, capsys):
+def test_the_preset_whitens_once_before_step_0_and_a_continued_run_keeps_it(cifar_folder, tmp_path, monkeypatch,
+                                                                              capsys):
     out = tmp_path / "run"
-    overrides = ["data.dataset=imagefolder", f"data.root={folder}", "data.batch_size=8", "data.num_workers=0",
+    overrides = ["data.dataset=imagefolder", f"data.root={cifar_folder}", "data.batch_size=8", "data.num_workers=0",
                  "progress=false", "amp=none", "budget_minutes=null", "epochs=1", f"output_dir={out}",
                  "model.args={whiten: true, widths: [8, 8, 16]}"]
     cfg = load_config("cifar10-airbench-teacher", overrides)

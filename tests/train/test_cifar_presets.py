@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 
-import numpy as np
 import pytest
 import yaml
 from PIL import Image
@@ -24,19 +23,6 @@ SMALL = ("epochs=1", "data.batch_size=8", "data.num_workers=0", "progress=false"
 PINNED = ("amp=none", "teacher.dtype=float32")
 
 
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cifar_like")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 8), ("test", 2)):
-        for c, name in enumerate(("cat", "dog", "ship")):
-            (root / split / name).mkdir(parents=True)
-            for i in range(n):
-                pixels = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8) // (c + 1)
-                Image.fromarray(pixels).save(root / split / name / f"{i:04d}.jpg")
-    return root
-
-
 @pytest.mark.parametrize("preset", PRESETS)
 def test_preset_dry_run(preset, capsys):
     assert main(["train", "--config", preset, "--dry-run"]) == 0
@@ -44,17 +30,17 @@ def test_preset_dry_run(preset, capsys):
     assert "img_size: 32" in out and "train_crop: padded" in out
 
 
-def test_presets_train_on_a_tiny_folder_and_distil_from_the_teacher(folder, tmp_path, capsys):
-    data = ("data.dataset=imagefolder", f"data.root={folder}")
+def test_presets_train_on_a_tiny_folder_and_distil_from_the_teacher(cifar_folder, tmp_path, capsys):
+    data = ("data.dataset=imagefolder", f"data.root={cifar_folder}")
     teacher = tmp_path / "teacher"
     # The preset names the CIFAR archive, data.root holds JPEG folders: they are read, and the run says so once.
-    assert main(["train", "--config", "cifar10-convnet-teacher", f"data.root={folder}", *SMALL, *PINNED,
+    assert main(["train", "--config", "cifar10-convnet-teacher", f"data.root={cifar_folder}", *SMALL, *PINNED,
                  f"output_dir={teacher}"]) == 0
     out = capsys.readouterr().out
     assert out.count("no val/ folder: using test/ as the held-out (val) split") == 1
-    found = (f"data: {folder} holds image folders (train/ and test/): data.dataset=imagefolder (the config named "
+    found = (f"data: {cifar_folder} holds image folders (train/ and test/): data.dataset=imagefolder (the config named "
              "cifar10)")
-    assert out.count(found) == 1 and out.count(f"data: {folder} holds") == 1
+    assert out.count(found) == 1 and out.count(f"data: {cifar_folder} holds") == 1
     assert yaml.safe_load((teacher / "config.yaml").read_text())["data"]["dataset"] == "imagefolder"
     student = ("model.args={patch_size: 4, embed_dim: 32, depth: 1, num_heads: 2}",)
     assert main(["train", "--config", "cifar10-deit", *data, *SMALL, *PINNED, *student,
@@ -66,9 +52,9 @@ def test_presets_train_on_a_tiny_folder_and_distil_from_the_teacher(folder, tmp_
 
 
 @pytest.mark.slow
-def test_the_study_runs_on_an_image_folder(folder, tmp_path):
+def test_the_study_runs_on_an_image_folder(cifar_folder, tmp_path):
     out = tmp_path / "study"
-    assert main(["reproduce", "--regime", "cifar10", "--root", str(folder), "--train-per-class", "4",
+    assert main(["reproduce", "--regime", "cifar10", "--root", str(cifar_folder), "--train-per-class", "4",
                  "--seeds", "0", "--epochs", "1", "--workers", "1", "--output", str(out),
                  "--set", "data.batch_size=4", "data.num_workers=0", *PINNED,
                  "--student-set", "model.args.embed_dim=32", "model.args.depth=1", "model.args.num_heads=2"]) == 0
@@ -78,11 +64,11 @@ def test_the_study_runs_on_an_image_folder(folder, tmp_path):
     assert "dataset: imagefolder" in cfg and "train_per_class: 4" in cfg and "patch_size: 4" in cfg
 
 
-def test_dry_run_checks_data_root(folder, tmp_path, capsys, monkeypatch):
-    dry = subprocess.run([*DEIT, "train", "--config", "cifar10-convnet-teacher", f"data.root={folder}", "--dry-run"],
-                         cwd=REPO, env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=120)
+def test_dry_run_checks_data_root(cifar_folder, tmp_path, capsys, monkeypatch):
+    dry = subprocess.run([*DEIT, "train", "--config", "cifar10-convnet-teacher", f"data.root={cifar_folder}",
+                          "--dry-run"], cwd=REPO, env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=120)
     assert dry.returncode == 0 and yaml.safe_load(dry.stdout)["data"]["dataset"] == "imagefolder"
-    assert dry.stderr.count(f"data: {folder} holds image folders") == 1
+    assert dry.stderr.count(f"data: {cifar_folder} holds image folders") == 1
     assert main(["train", "--config", "cifar10-convnet-teacher", f"data.root={tmp_path / 'nope'}", "--dry-run"]) == 2
     assert f"data.root {tmp_path / 'nope'} does not exist" in capsys.readouterr().err
     loose = tmp_path / "loose"
@@ -95,5 +81,5 @@ def test_dry_run_checks_data_root(folder, tmp_path, capsys, monkeypatch):
     assert "image folders ROOT/train/CLASS/*.jpg" in err and "CIFAR python archive" in err
     # Unreadable (simulated: this test may run as root, whom permissions do not stop).
     monkeypatch.setattr(os, "access", lambda path, mode: False)
-    assert main(["train", "--config", "cifar10-convnet-teacher", f"data.root={folder}", "--dry-run"]) == 2
-    assert f"data.root {folder} is not readable" in capsys.readouterr().err
+    assert main(["train", "--config", "cifar10-convnet-teacher", f"data.root={cifar_folder}", "--dry-run"]) == 2
+    assert f"data.root {cifar_folder} is not readable" in capsys.readouterr().err
