@@ -1,6 +1,10 @@
+import shutil
+import urllib.error
+
 import pytest
 import torch
 
+from deit.checkpoints import pretrained
 from deit.models import VisionTransformer, ViTConfig
 
 # Small enough to be instant, big enough to have every key kind: 2 blocks, 4x4 patch grid, 2 prefix tokens.
@@ -29,3 +33,24 @@ def make_vit():
 @pytest.fixture
 def images():
     return torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """An empty torch hub dir, and a fetch that copies from a local 'server' folder and counts its calls:
+    (hub_dir, server, calls)."""
+    hub_dir = tmp_path / "hub"
+    server = tmp_path / "server"
+    server.mkdir()
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub_dir))
+    calls = []
+
+    def fake_fetch(url, dst):
+        calls.append(url)
+        src = server / url.rsplit("/", 1)[1]
+        if not src.exists():
+            raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+        shutil.copyfile(src, dst)
+
+    monkeypatch.setattr(pretrained, "_fetch", fake_fetch)
+    return hub_dir, server, calls

@@ -3,36 +3,15 @@
 import dataclasses
 import hashlib
 import shutil
-import urllib.error
 
 import pytest
 import torch
 
 from deit import create_model
-from deit.checkpoints import DownloadError, HashMismatchError, StateDictMismatchError, pretrained
+from deit.checkpoints import DownloadError, HashMismatchError, StateDictMismatchError
 from deit.models.registry import _MODELS
 
 NAME = "deit_tiny_patch16_224"
-
-
-@pytest.fixture
-def hub(tmp_path, monkeypatch):
-    """An empty torch hub dir, and a fetch that copies from a local 'server' folder and counts its calls."""
-    hub_dir = tmp_path / "hub"
-    server = tmp_path / "server"
-    server.mkdir()
-    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub_dir))
-    calls = []
-
-    def fake_fetch(url, dst):
-        calls.append(url)
-        src = server / url.rsplit("/", 1)[1]
-        if not src.exists():
-            raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
-        shutil.copyfile(src, dst)
-
-    monkeypatch.setattr(pretrained, "_fetch", fake_fetch)
-    return hub_dir, server, calls
 
 
 @pytest.fixture

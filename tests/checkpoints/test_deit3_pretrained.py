@@ -6,14 +6,12 @@ import dataclasses
 import hashlib
 import logging
 import re
-import shutil
-import urllib.error
 
 import pytest
 import torch
 
 from deit import create_model
-from deit.checkpoints import CheckpointError, HashMismatchError, pretrained
+from deit.checkpoints import CheckpointError, HashMismatchError
 from deit.models.pos_embed import resample_pos_embed
 from deit.models.registry import _MODELS
 
@@ -21,23 +19,10 @@ NAME = "deit3_small_patch16_224"
 
 
 @pytest.fixture
-def hub(tmp_path, monkeypatch):
-    """An empty torch hub dir, a fetch from a local 'server' folder that counts its calls, and DeiT III-S cut to
-    one block (a release of the real size would be 88 MB)."""
-    hub_dir = tmp_path / "hub"
-    server = tmp_path / "server"
-    server.mkdir()
-    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub_dir))
-    calls = []
-
-    def fake_fetch(url, dst):
-        calls.append(url)
-        src = server / url.rsplit("/", 1)[1]
-        if not src.exists():
-            raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
-        shutil.copyfile(src, dst)
-
-    monkeypatch.setattr(pretrained, "_fetch", fake_fetch)
+def hub(hub, monkeypatch):
+    """The local hub and 'server' of conftest, with DeiT III-S cut to one block (a release of the real size would be
+    88 MB); the hub's checkpoints folder instead of the hub dir."""
+    hub_dir, server, calls = hub
     entry = _MODELS[NAME]
     monkeypatch.setitem(_MODELS, NAME, dataclasses.replace(entry, config=dataclasses.replace(entry.config, depth=1)))
     return hub_dir / "checkpoints", server, calls
