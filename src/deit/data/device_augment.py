@@ -3,11 +3,11 @@
 The workers decode, draw every random choice of the recipe from the per-sample generator, in the same order as
 the worker path (``build_transform``) draws it: the crop box, the flip, RandAugment's ops, magnitudes and signs
 (or 3-Augment's op and blur radius, the colour jitter's order and factors), random erasing's boxes and fill; they
-cut the crop box out and send its uint8 pixels with those parameters (the padded and simple crops, or a
-nearest-neighbour resize, they run themselves). On the device, :class:`DeviceAugment` applies the rest to the whole
-batch with torch ops (``deit.data.device_steps``): the crop's resize (``device_resize``), flip, RandAugment
-(``device_ops``) or 3-Augment and colour jitter (``device_three_augment``), normalisation, random erasing. Mixup
-follows in the
+cut out what the crop reads and send its uint8 pixels with those parameters: RandomResizedCrop's box, or the
+simple crop's source strip (``device_simple_crop``); the padded crop, or a nearest-neighbour resize, they run
+themselves. On the device, :class:`DeviceAugment` applies the rest to the whole batch with torch ops
+(``deit.data.device_steps``): the crop's resize (``device_resize``), flip, RandAugment (``device_ops``) or
+3-Augment and colour jitter (``device_three_augment``), normalisation, random erasing. Mixup follows in the
 training task. Since the parameters are the worker path's, a sample comes out as the worker path makes it
 (bit for bit wherever the ops match PIL: see ``device_ops``), and a run stays reproducible and resumable by the
 (seed, epoch, position) rule.
@@ -32,6 +32,8 @@ from PIL import Image
 from torch.utils.data import get_worker_info
 
 from deit.data.config import DataConfig
+from deit.data.device_resize import FILTER_SUPPORT
+from deit.data.device_simple_crop import SimpleCropStep
 from deit.data.device_steps import (
     DenseLayout,
     DeviceStep,
@@ -40,7 +42,7 @@ from deit.data.device_steps import (
     NormalizeStep,
     Pending,
     RandAugmentStep,
-    layout_step,
+    ResizedCropStep,
 )
 from deit.data.device_three_augment import ColorJitterStep, ThreeAugmentStep
 from deit.data.randaugment import RandAugment
@@ -49,7 +51,9 @@ from deit.data.transforms import (
     Compose,
     RandomErasing,
     RandomHorizontalFlip,
+    RandomResizedCrop,
     SampleKey,
+    SimpleRandomCrop,
     ToTensorNormalize,
     build_transform,
 )
@@ -66,6 +70,20 @@ DEVICE_STEPS: dict[type, Callable[[Any], DeviceStep]] = {
     ToTensorNormalize: NormalizeStep,
     RandomErasing: ErasingStep,
 }
+
+# A train crop whose resize the device runs -> its layout step (the workers cut what the crop reads, the device
+# resizes it); any other crop, or one with a filter the device lacks, the workers run whole (DenseLayout).
+LAYOUT_STEPS: dict[type, Callable[[Any], ResizedCropStep | SimpleCropStep]] = {
+    RandomResizedCrop: ResizedCropStep,
+    SimpleRandomCrop: SimpleCropStep,
+}
+
+
+def layout_step(crop: Any) -> DeviceStep | None:
+    """The device layout of a train crop that the device can resize (None: the workers crop)."""
+    make = LAYOUT_STEPS.get(type(crop))
+    step = make(crop) if make is not None else None
+    return step if step is not None and step.resample in FILTER_SUPPORT else None
 
 
 def _map_tensors(obj: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
@@ -185,5 +203,6 @@ __all__ = [
     "DeviceBatch",
     "DeviceSample",
     "build_device_augment",
+    "layout_step",
     "split_transform",
 ]

@@ -43,19 +43,30 @@ def kernel_taps(size: int, out: int, resample: str) -> int:
     return math.ceil(FILTER_SUPPORT[resample] * max(size / out, 1.0)) * 2 + 1
 
 
-def coefficients(sizes: torch.Tensor, out: int, length: int, taps: int, resample: str) -> torch.Tensor:
-    """Pillow's fixed-point resampling coefficients from ``sizes`` (N,) input pixels to ``out`` as dense
-    matrices (N, out, length) in float64 (columns past an image's size are zero)."""
+def source_span(first: int, last: int, size: int, out: int, resample: str) -> tuple[int, int]:
+    """The input pixels ``[start, stop)`` that outputs ``first`` to ``last`` (inclusive) of a ``size`` -> ``out``
+    resize read: the bounds of Pillow's ``precompute_coeffs`` (those ``coefficients`` computes on the device)."""
+    scale = size / out
+    support = max(scale, 1.0) * FILTER_SUPPORT[resample]
+    start = max(math.trunc((first + 0.5) * scale - support + 0.5), 0)
+    return start, min(math.trunc((last + 0.5) * scale + support + 0.5), size)
+
+
+def coefficients(sizes: torch.Tensor, outs: torch.Tensor, positions: torch.Tensor, length: int, taps: int,
+                 resample: str, offsets: torch.Tensor | None = None) -> torch.Tensor:
+    """Pillow's fixed-point coefficients for resizing ``sizes`` (N,) input pixels to ``outs`` (N,), the rows of
+    output ``positions`` (N, M) only, as dense matrices (N, M, length) in float64 whose columns are input pixels
+    less ``offsets`` (N,) (the first pixel the caller kept; columns past what it kept are zero)."""
     size = sizes.to(F64).unsqueeze(1)
-    scale = size / torch.full_like(size, out)
+    scale = size / outs.to(F64).unsqueeze(1)
     filterscale = scale.clamp(min=1.0)
     support = filterscale * FILTER_SUPPORT[resample]
     inverse = torch.ones_like(filterscale) / filterscale
-    center = (torch.arange(out, device=sizes.device, dtype=F64) + 0.5) * scale  # (N, out)
-    first = (center - support + 0.5).trunc().clamp(min=0)
+    center = (positions.to(F64) + 0.5) * scale  # (N, M)
+    first = (center - support + 0.5).trunc().clamp(min=0)  # clamped to the whole input, not to what was kept
     count = (center + support + 0.5).trunc().clamp(max=size) - first
     t = torch.arange(taps, device=sizes.device, dtype=F64)
-    pos = first.unsqueeze(-1) + t  # (N, out, taps)
+    pos = first.unsqueeze(-1) + t  # (N, M, taps)
     used = t < count.unsqueeze(-1)
     w = torch.where(used, _FILTERS[resample]((pos - center.unsqueeze(-1) + 0.5) * inverse.unsqueeze(-1)), 0.0)
     total = torch.zeros_like(center)
@@ -65,8 +76,10 @@ def coefficients(sizes: torch.Tensor, out: int, length: int, taps: int, resample
     w = torch.where(total != 0.0, w / torch.where(total != 0.0, total, 1.0), w)
     fixed = w * float(1 << PRECISION_BITS)
     fixed = torch.where(w < 0, -0.5 + fixed, 0.5 + fixed).trunc()
-    matrix = torch.zeros(sizes.shape[0], out, length, device=sizes.device, dtype=F64)
-    return matrix.scatter_add_(2, pos.long().clamp(max=length - 1), torch.where(used, fixed, 0.0))
+    if offsets is not None:
+        pos = pos - offsets.to(F64).view(-1, 1, 1)
+    matrix = torch.zeros(*positions.shape, length, device=sizes.device, dtype=F64)
+    return matrix.scatter_add_(2, pos.long().clamp(0, length - 1), torch.where(used, fixed, 0.0))
 
 
 def _to_8bit(sums: torch.Tensor) -> torch.Tensor:
@@ -74,23 +87,33 @@ def _to_8bit(sums: torch.Tensor) -> torch.Tensor:
     return ((sums + float(1 << (PRECISION_BITS - 1))) * 2.0 ** -PRECISION_BITS).floor_().clamp_(0, 255)
 
 
-def vertical_first(height: int, width: int, out: int) -> bool:
-    """Whether Pillow (>= 13) resizes a ``height`` x ``width`` image to ``out`` x ``out`` vertical pass first."""
-    return height - out > 0 and height - out > (width - out) * 2
+def vertical_first(height: int, width: int, out_height: int, out_width: int | None = None) -> bool:
+    """Whether Pillow (>= 13) resizes a ``height`` x ``width`` image to ``out_height`` x ``out_width`` (a square
+    without it) vertical pass first: when the height loses pixels, more than twice as many as the width does."""
+    out_width = out_height if out_width is None else out_width
+    return height - out_height > 0 and height - out_height > (width - out_width) * 2
 
 
-def resize(images: torch.Tensor, heights: torch.Tensor, widths: torch.Tensor, out: int, resample: str,
-           vertical: bool = False) -> torch.Tensor:
-    """``Image.resize((out, out), resample)`` of each image: ``images`` uint8 (N, 3, H, W), image i in its top-left
-    ``heights[i]`` x ``widths[i]`` (the rest ignored); returns uint8 (N, 3, out, out). ``vertical``: the images
-    are ones Pillow resizes vertical pass first (``vertical_first``)."""
-    n, _, h, w = images.shape
-    rows = coefficients(heights, out, h, kernel_taps(h, out, resample), resample).unsqueeze(1)  # (N, 1, out, H)
-    cols = coefficients(widths, out, w, kernel_taps(w, out, resample), resample).transpose(1, 2).unsqueeze(1)
-    x = images.to(F64)
+def two_pass(images: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, vertical: bool) -> torch.Tensor:
+    """Pillow's two passes: ``images`` uint8 (N, 3, H, W), ``rows`` (N, out_h, H) and ``cols`` (N, out_w, W)
+    coefficient matrices (``coefficients``), each pass cut to 8 bits; returns uint8 (N, 3, out_h, out_w)."""
+    rows, cols, x = rows.unsqueeze(1), cols.transpose(1, 2).unsqueeze(1), images.to(F64)
     if vertical:
         return _to_8bit(torch.matmul(_to_8bit(torch.matmul(rows, x)), cols)).to(torch.uint8)
     return _to_8bit(torch.matmul(rows, _to_8bit(torch.matmul(x, cols)))).to(torch.uint8)
 
 
-__all__ = ["FILTER_SUPPORT", "coefficients", "kernel_taps", "resize", "vertical_first"]
+def resize(images: torch.Tensor, heights: torch.Tensor, widths: torch.Tensor, out: int, resample: str,
+           vertical: bool = False) -> torch.Tensor:
+    """``Image.resize((out, out), resample)`` of each image: ``images`` uint8 (N, 3, H, W), image i in its
+    top-left ``heights[i]`` x ``widths[i]`` (the rest ignored); returns uint8 (N, 3, out, out). ``vertical``: the
+    images are ones Pillow resizes vertical pass first (``vertical_first``)."""
+    n, _, h, w = images.shape
+    outs = torch.full((n,), out, device=images.device)
+    every = torch.arange(out, device=images.device).expand(n, out)
+    rows = coefficients(heights, outs, every, h, kernel_taps(h, out, resample), resample)
+    cols = coefficients(widths, outs, every, w, kernel_taps(w, out, resample), resample)
+    return two_pass(images, rows, cols, vertical)
+
+
+__all__ = ["FILTER_SUPPORT", "coefficients", "kernel_taps", "resize", "source_span", "two_pass", "vertical_first"]

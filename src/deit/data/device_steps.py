@@ -4,7 +4,8 @@ the image), ``collate`` there (a batch's draws: fixed-shape tensors, host ints, 
 training device (the batch, with torch ops). See ``deit.data.device_augment`` for the whole.
 
 The first step lays the batch out: ``ResizedCropStep`` (the workers cut RandomResizedCrop's box, the device
-resizes it: ``deit.data.device_resize``) or ``DenseLayout`` (the workers ran the crop themselves). Then flip,
+resizes it: ``deit.data.device_resize``), ``SimpleCropStep`` (the simple crop's strip, resized alike:
+``deit.data.device_simple_crop``) or ``DenseLayout`` (the workers ran the crop themselves). Then flip,
 RandAugment (``deit.data.device_ops``), normalisation and erasing; 3-Augment and the colour jitter are in
 ``deit.data.device_three_augment``.
 """
@@ -20,7 +21,7 @@ import torch
 from PIL import Image
 
 from deit.data.device_ops import TORCH_OPS, affine
-from deit.data.device_resize import FILTER_SUPPORT, resize, vertical_first
+from deit.data.device_resize import resize, vertical_first
 from deit.data.randaugment import AFFINE_KINDS, PIL_INTERPOLATION, RandAugment, affine_matrix, op_kind
 from deit.data.transforms import RandomErasing, RandomHorizontalFlip, RandomResizedCrop, ToTensorNormalize
 
@@ -31,6 +32,9 @@ _ALONG = {"shear_x": "x", "translate_x": "x", "shear_y": "y", "translate_y": "y"
 _IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 # Pixels (images x padded height x padded width) resized in one float64 product: ~100 MB of input
 CHUNK_PIXELS = 1 << 22
+# A chunk of a batch resized together: (images start:end in packed order, their bytes lo:hi, the height and width
+# they are padded to, vertical pass first). Plain ints: a DeviceBatch moves its params' tensors, not these.
+Chunk = tuple[int, int, int, int, int, int, bool]
 
 
 @dataclass
@@ -94,18 +98,7 @@ class ResizedCropStep(DeviceStep):
 
     def collate(self, draws: list[Params]) -> Params:
         hw = [d["hw"] for d in draws]
-        first = [vertical_first(h, w, self.size) for h, w in hw]
-        order = sorted(range(len(hw)), key=lambda i: (first[i], -hw[i][0] * hw[i][1]))
-        chunks, start, offset, size, top, wide = [], 0, 0, 0, 0, 0
-        for end, i in enumerate(order):
-            h, w = hw[i]
-            if end > start and (first[i] != first[order[start]] or
-                                (end - start + 1) * max(top, h) * max(wide, w) > CHUNK_PIXELS):
-                chunks.append((start, end, offset, offset + size, top, wide, first[order[start]]))
-                start, offset, size, top, wide = end, offset + size, 0, 0, 0
-            size += 3 * h * w
-            top, wide = max(top, h), max(wide, w)
-        chunks.append((start, len(order), offset, offset + size, top, wide, first[order[start]]))
+        order, chunks = size_chunks(hw, [vertical_first(h, w, self.size, self.size) for h, w in hw])
         return {"order": order, "index": torch.tensor(order), "hw": torch.tensor([hw[i] for i in order]),
                 "chunks": chunks}
 
@@ -114,22 +107,39 @@ class ResizedCropStep(DeviceStep):
         out = torch.empty(n, 3, self.size, self.size, dtype=torch.uint8, device=x.device)
         for start, end, lo, hi, height, width, vertical in params["chunks"]:
             hw = params["hw"][start:end]
-            rows = torch.arange(height, device=x.device).view(1, height, 1)
-            cols = torch.arange(width, device=x.device).view(1, 1, width)
-            inside = (rows < hw[:, :1, None]) & (cols < hw[:, 1:, None])
-            padded = torch.zeros(end - start, height, width, 3, dtype=torch.uint8, device=x.device)
-            # row-major over (image, row, column, channel): each image's HWC bytes, in the order packed
-            padded.masked_scatter_(inside.unsqueeze(-1).expand_as(padded), x[lo:hi])
-            images = resize(padded.permute(0, 3, 1, 2), hw[:, 0], hw[:, 1], self.size, self.resample, vertical)
+            padded = unpack(x[lo:hi], hw, height, width)
+            images = resize(padded, hw[:, 0], hw[:, 1], self.size, self.resample, vertical)
             out.index_copy_(0, params["index"][start:end], images)
         return out
 
 
-def layout_step(crop: Any) -> DeviceStep | None:
-    """The device layout of a train crop that the device can resize (None: the workers crop)."""
-    if isinstance(crop, RandomResizedCrop) and INTERPOLATION_NAMES[crop.resample] in FILTER_SUPPORT:
-        return ResizedCropStep(crop)
-    return None
+def size_chunks(hw: list[tuple[int, int]], first: list[bool]) -> tuple[list[int], list[Chunk]]:
+    """A batch of images of sizes ``hw``, resized vertical pass first where ``first`` says, in chunks to resize
+    together: (the order the images are packed in, by pass order then largest first; the chunks)."""
+    order = sorted(range(len(hw)), key=lambda i: (first[i], -hw[i][0] * hw[i][1]))
+    chunks, start, offset, size, top, wide = [], 0, 0, 0, 0, 0
+    for end, i in enumerate(order):
+        h, w = hw[i]
+        if end > start and (first[i] != first[order[start]] or
+                            (end - start + 1) * max(top, h) * max(wide, w) > CHUNK_PIXELS):
+            chunks.append((start, end, offset, offset + size, top, wide, first[order[start]]))
+            start, offset, size, top, wide = end, offset + size, 0, 0, 0
+        size += 3 * h * w
+        top, wide = max(top, h), max(wide, w)
+    chunks.append((start, len(order), offset, offset + size, top, wide, first[order[start]]))
+    return order, chunks
+
+
+def unpack(x: torch.Tensor, hw: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """A chunk's images from their packed HWC bytes ``x``: uint8 (n, 3, height, width), image i in its top-left
+    ``hw[i]`` (zeros past it)."""
+    rows = torch.arange(height, device=x.device).view(1, height, 1)
+    cols = torch.arange(width, device=x.device).view(1, 1, width)
+    inside = (rows < hw[:, :1, None]) & (cols < hw[:, 1:, None])
+    padded = torch.zeros(hw.shape[0], height, width, 3, dtype=torch.uint8, device=x.device)
+    # row-major over (image, row, column, channel): each image's HWC bytes, in the order packed
+    padded.masked_scatter_(inside.unsqueeze(-1).expand_as(padded), x)
+    return padded.permute(0, 3, 1, 2)
 
 
 # ----------------------------------------------------------------------------------------- per-image steps
@@ -264,5 +274,6 @@ __all__ = [
     "Pending",
     "RandAugmentStep",
     "ResizedCropStep",
-    "layout_step",
+    "size_chunks",
+    "unpack",
 ]

@@ -67,7 +67,8 @@ from deit.runtime.signals import ignore_stop_signals
 
 # The modules whose code decides what a sample of the stream looks like (decoding, transforms, mixing, order).
 STREAM_MODULES = ("images", "transforms", "randaugment", "three_augment", "mixup", "samplers", "loader",
-                  "device_augment", "device_steps", "device_ops", "device_resize", "device_three_augment")
+                  "device_augment", "device_steps", "device_ops", "device_resize", "device_simple_crop",
+                  "device_three_augment")
 
 
 @functools.cache

@@ -225,13 +225,15 @@ class ResizeShorter:
         self.size = int(size)
         self.resample = PIL_INTERPOLATION[interpolation]
 
+    def output_size(self, width: int, height: int) -> tuple[int, int]:
+        """The (width, height) a ``width`` x ``height`` image is resized to."""
+        if width <= height:
+            return self.size, int(self.size * height / width)
+        return int(self.size * width / height), self.size
+
     def __call__(self, img: Image.Image, rng: np.random.Generator | None = None) -> Image.Image:
-        w, h = img.size
-        if w <= h:
-            ow, oh = self.size, int(self.size * h / w)
-        else:
-            oh, ow = self.size, int(self.size * w / h)
-        return img if (ow, oh) == (w, h) else img.resize((ow, oh), self.resample)
+        size = self.output_size(*img.size)
+        return img if size == img.size else img.resize(size, self.resample)
 
 
 class CenterCrop:
