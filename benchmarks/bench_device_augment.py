@@ -42,7 +42,7 @@ RECIPES: dict[str, tuple[str, dict]] = {
     "deit": ("DeiT: RandomResizedCrop, flip, RandAugment rand-m9-mstd0.5-inc1, erasing 0.25", {}),
     "deit3": ("DeiT III (ImageNet-1k): RandomResizedCrop, flip, 3-Augment, colour jitter 0.3",
               dict(three_augment=True, color_jitter=0.3, auto_augment=None, reprob=0.0)),
-    "deit3-simple": ("DeiT III with the simple random crop (cut to size in the workers)",
+    "deit3-simple": ("DeiT III with the simple random crop (the strip it reads resized on the device)",
                      dict(three_augment=True, color_jitter=0.3, auto_augment=None, reprob=0.0, train_crop="simple")),
 }
 

@@ -107,6 +107,19 @@ def test_the_device_stage_on_the_gpu_makes_the_cpu_s_batch_and_trains_the_worker
         assert torch.equal(value, runs["worker"][key]), f"device_augment trains another run on the GPU: {key}"
 
 
+def test_the_simple_crop_resized_on_the_gpu_is_the_cpu_s():
+    # DeiT III's simple crop: the strips of photos of every shape (upscaled, tall, wide, both pass orders).
+    cfg = DataConfig(device_augment=True, three_augment=True, color_jitter=0.3, auto_augment=None, reprob=0.0,
+                     train_crop="simple")
+    pre, rng = Preprocessing(input_size=64), np.random.default_rng(1)
+    photos = [Image.fromarray(rng.integers(0, 256, (int(h), int(w), 3), dtype=np.uint8))
+              for h, w in [*rng.integers(30, 300, (62, 2)), (600, 70), (70, 600)]]
+    worker, stage = DeviceAugmentWorker.build(cfg, pre), build_device_augment(cfg, pre)
+    batch = worker.collate([worker(img, np.random.default_rng([0, 0, i])) for i, img in enumerate(photos)])
+    on_cpu, on_gpu = stage(batch), stage(batch.pin_memory().to(GPU, non_blocking=True)).cpu()
+    assert torch.equal(on_cpu, on_gpu), f"{(on_cpu != on_gpu).sum()} values differ"
+
+
 def test_lamb_on_the_gpu_matches_the_cpu():
     from deit.train.optim import Lamb
 
