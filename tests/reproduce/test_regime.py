@@ -73,6 +73,10 @@ def test_the_cifar10_regime_reads_what_its_root_holds(tmp_path):
     assert "data.dataset=imagefolder" in regime.data_overrides()
     cfg = method_config(get_method("deit-none"), regime, seed=0, epochs=1, run_dir=Path("unused"))
     assert cfg.data.dataset == "imagefolder" and cfg.data.img_size == 32
+    # The study plans its own runs (the preset's 60-minute budget is off) and its 100 student epochs take the DeiT
+    # recipe's full augmentation, which the preset leaves out for its few epochs.
+    assert cfg.budget_minutes is None and cfg.epochs == 1
+    assert (cfg.data.auto_augment, cfg.data.mixup, cfg.data.cutmix) == ("rand-m5-mstd0.5-inc1", 0.8, 1.0)
     # Without a root: the archive (downloaded once when a run needs it).
     assert regime_named("cifar10").with_user_settings().dataset == "cifar10"
     with pytest.raises(ValueError, match="regime 'imagefolder': the study has the regimes digits, cifar10"):

@@ -14,10 +14,13 @@ from train_support import DEIT, REPO, SUBPROCESS_ENV
 
 from deit.cli import main
 from deit.reproduce import load_rows
+from deit.train import load_config
+from deit.train.presets import preset_writing
 
 PRESETS = ("cifar10-convnet-teacher", "cifar10-airbench-teacher", "cifar10-deit", "cifar10-deit-distilled")
-# One small step each: a tiny batch, no loader workers, a narrow model.
-SMALL = ("epochs=1", "data.batch_size=8", "data.num_workers=0", "progress=false", "eval_every=1")
+# One small step each: a tiny batch, no loader workers, a narrow model; a fixed epoch, not the presets' budgets.
+SMALL = ("epochs=1", "budget_minutes=null", "data.batch_size=8", "data.num_workers=0", "progress=false",
+         "eval_every=1")
 # The presets' amp and teacher.dtype are auto: fp32 on every machine (bf16 is emulated, far slower, on a CPU
 # without AVX512_BF16).
 PINNED = ("amp=none", "teacher.dtype=float32")
@@ -28,6 +31,30 @@ def test_preset_dry_run(preset, capsys):
     assert main(["train", "--config", preset, "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "img_size: 32" in out and "train_crop: padded" in out
+
+
+# The CIFAR-10 goals are stated in minutes: the airbench teacher's 30, the students' 60 (at most `epochs`).
+BUDGETS = {"cifar10-airbench-teacher": 30, "cifar10-deit": 60, "cifar10-deit-distilled": 60, "cifar10-deit3": 60,
+           "cifar10-deit3-distilled": 60}
+
+
+def test_the_presets_take_their_budgets_and_the_students_distil_from_the_airbench_teacher():
+    for name, minutes in BUDGETS.items():
+        cfg = load_config(name)
+        assert cfg.budget_minutes == minutes and cfg.epochs >= 10, name
+        if name.endswith("-distilled"):
+            assert cfg.teacher.checkpoint == "runs/cifar10-airbench-teacher/best.safetensors", name
+            assert cfg.distillation.type == "hard"
+            assert preset_writing(cfg.teacher.checkpoint) == "cifar10-airbench-teacher"
+    # The short-schedule recipe (docs/results/cifar10.md): DeiT without RandAugment and Mixup/CutMix; DeiT III keeps
+    # its own.
+    deit, deit3 = load_config("cifar10-deit").data, load_config("cifar10-deit3").data
+    assert (deit.auto_augment, deit.mixup, deit.cutmix) == (None, 0.0, 0.0)
+    assert (deit3.three_augment, deit3.mixup, deit3.cutmix, deit3.mixup_prob) == (True, 0.8, 1.0, 0.5)
+    # As a user reads it.
+    done = subprocess.run([*DEIT, "train", "--config", "cifar10-deit-distilled", "--dry-run"], cwd=REPO,
+                          env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and yaml.safe_load(done.stdout)["budget_minutes"] == 60, done.stderr
 
 
 def test_presets_train_on_a_tiny_folder_and_distil_from_the_teacher(cifar_folder, tmp_path, capsys):

@@ -32,7 +32,8 @@ FINETUNE = "deit3-base_ft-224-in1k"
 IN1K = (*PRETRAIN, FINETUNE)
 PINNED = ("amp=none", "teacher.dtype=float32")
 # A narrow model and one small step per epoch: the presets' own recipe, not their size.
-SMALL = ("epochs=1", "data.batch_size=4", "data.num_workers=0", "progress=false", "log_every=1", "save_every=0",
+SMALL = ("epochs=1", "budget_minutes=null", "data.batch_size=4", "data.num_workers=0", "progress=false",
+         "log_every=1", "save_every=0",
          "model.args={embed_dim: 32, depth: 1, num_heads: 2, patch_size: 8}", "model.img_size=32", *PINNED)
 
 

@@ -120,9 +120,9 @@ def test_a_missing_teacher_says_it_is_the_teacher_and_how_to_make_it(tmp_path, c
     proc = _cli(*DEIT, "train", "--config", "cifar10-deit-distilled", "data.dataset=synthetic", "epochs=1",
                 cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
-    assert ("teacher.checkpoint runs/cifar10-convnet-teacher/best.safetensors does not exist: it is the teacher "
+    assert ("teacher.checkpoint runs/cifar10-airbench-teacher/best.safetensors does not exist: it is the teacher "
             "checkpoint the student is distilled from; train the teacher first: `deit train --config "
-            "cifar10-convnet-teacher` writes it") in proc.stderr
+            "cifar10-airbench-teacher` writes it") in proc.stderr
     assert not any(tmp_path.iterdir())  # said before anything was made
     # Any other missing teacher checkpoint: what it is and how to train one.
     args = tiny_overrides(tmp_path / "r", extra=("distillation.type=hard", f"teacher.checkpoint={tmp_path}/t.st"))

@@ -60,8 +60,9 @@ def method_config(method: Method, regime: Regime, *, seed: int, epochs: int, run
                 overrides.append(f"distillation.teacher_cache={teacher_cache}")
     # eval_every=-1: the runner does not validate (the study evaluates every head itself, once; at a
     # few hundred training images per-epoch validation would cost about as much as the training).
+    # budget_minutes=null: the study plans every run's epochs itself (a preset's own budget would re-plan them).
     overrides += [f"name={method.name}", f"seed={seed}", f"epochs={epochs}", f"output_dir={run_dir}",
-                  "progress=false", "log_every=0", "eval_every=-1"]
+                  "progress=false", "log_every=0", "eval_every=-1", "budget_minutes=null"]
     return load_config(regime.teacher_preset if method.is_teacher else regime.student_preset, overrides)
 
 
