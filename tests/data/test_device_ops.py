@@ -95,7 +95,7 @@ def test_resize_equals_pil_for_any_size_and_either_pass_order(interpolation):
     for out in (16, 37):
         sizes = [(int(h), int(w)) for h, w in rng.integers(3, 120, (10, 2))] + [(out, 50), (50, out), (out, out),
                                                                                (119, 20), (20, 119)]
-        assert {vertical_first(h, w, out) for h, w in sizes} == {True, False}  # both of Pillow's pass orders
+        assert {vertical_first(h, w, out, out) for h, w in sizes} == {True, False}  # both of Pillow's pass orders
         top, wide = max(h for h, _ in sizes), max(w for _, w in sizes)
         padded = np.full((len(sizes), top, wide, 3), 99, np.uint8)  # what lies past an image is ignored
         ref = []
@@ -104,7 +104,7 @@ def test_resize_equals_pil_for_any_size_and_either_pass_order(interpolation):
             ref.append(np.asarray(Image.fromarray(padded[i, :h, :w]).resize((out, out), resample)))
         heights, widths = torch.tensor([s[0] for s in sizes]), torch.tensor([s[1] for s in sizes])
         for vertical in (False, True):
-            pick = [i for i, (h, w) in enumerate(sizes) if vertical_first(h, w, out) == vertical]
+            pick = [i for i, (h, w) in enumerate(sizes) if vertical_first(h, w, out, out) == vertical]
             got = resize(_batch([padded[i] for i in pick]), heights[pick], widths[pick], out, interpolation, vertical)
             _check(got, [ref[i] for i in pick])
 

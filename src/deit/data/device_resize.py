@@ -87,10 +87,9 @@ def _to_8bit(sums: torch.Tensor) -> torch.Tensor:
     return ((sums + float(1 << (PRECISION_BITS - 1))) * 2.0 ** -PRECISION_BITS).floor_().clamp_(0, 255)
 
 
-def vertical_first(height: int, width: int, out_height: int, out_width: int | None = None) -> bool:
-    """Whether Pillow (>= 13) resizes a ``height`` x ``width`` image to ``out_height`` x ``out_width`` (a square
-    without it) vertical pass first: when the height loses pixels, more than twice as many as the width does."""
-    out_width = out_height if out_width is None else out_width
+def vertical_first(height: int, width: int, out_height: int, out_width: int) -> bool:
+    """Whether Pillow (>= 13) resizes a ``height`` x ``width`` image to ``out_height`` x ``out_width`` vertical pass
+    first: when the height loses pixels, more than twice as many as the width does."""
     return height - out_height > 0 and height - out_height > (width - out_width) * 2
 
 
