@@ -40,7 +40,7 @@ def _trainer(name: str) -> Trainer:
     loss.backward()
     optimizer.step()  # AdamW's moments now exist: the state is full size
     task = TrainTask(model, DistillationObjective(nn.CrossEntropyLoss()), env=DistEnv())
-    return Trainer(task=task, optimizer=optimizer, schedule=build_schedule(ScheduleConfig(), 1e-3, 10, 1),
+    return Trainer(task=task, optimizer=optimizer, schedule=build_schedule(ScheduleConfig(), 1e-3, 10, 10),
                    env=DistEnv(), ema=ModelEma(model, 0.99996))
 
 

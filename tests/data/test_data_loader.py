@@ -65,3 +65,19 @@ def test_distributed_train_shards_and_classes(pp32):
 def test_empty_loader_is_a_clear_error(pp32):
     with pytest.raises(DataError, match="lower batch_size"):
         build_loader(_cfg(batch_size=64), "train", preprocessing=pp32)
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+def test_a_pass_left_before_its_end_ends_its_workers_and_the_next_pass_is_whole(pp32, persistent):
+    # A training step that stops mid-epoch (a stop signal, a budget's last epoch cut short, the calibration) closes
+    # the pass: its workers must end then, not whenever the garbage collector gets to them (a worker left behind
+    # keeps the process from exiting).
+    loader = build_loader(_cfg(num_workers=1, persistent_workers=persistent), "train", preprocessing=pp32, seed=1)
+    loader.sampler.set_epoch(0)
+    batches = iter(loader)
+    next(batches)
+    workers = list(loader._pass._workers)
+    assert [w.is_alive() for w in workers] == [True]
+    batches.close()
+    assert [w.is_alive() for w in workers] == [False] and loader._pass is None
+    assert len(_batches(loader, epoch=1)) == 6  # a new pass starts new workers

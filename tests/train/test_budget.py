@@ -43,26 +43,43 @@ def _cfg(epochs: int = 300, minutes: float = 10.0, **fields) -> TrainConfig:
 def test_the_plan_fills_the_budget_with_the_most_epochs_that_fit():
     planned = plan_run(_cfg(), MEASURED, steps_per_epoch=50, startup_seconds=STARTUP, now=0.0)
     # An epoch: 50 steps + a validation + a save = 70.5 s; 30 s start-up + 2 s plots. 0.9 x 600 s holds 7 epochs
-    # (525.5 s), not 8 (596 s).
-    assert planned.epochs == 7
+    # (525.5 s); not even one step of an 8th (its validation and save come with it: 547 s).
+    assert (planned.epochs, planned.budget_plan.steps, planned.total_steps(50)) == (7, 350, 350)
     plan = planned.budget_plan
     assert plan.predicted_minutes == pytest.approx(525.5 / 60, abs=0.01)
     assert (plan.requested_epochs, plan.requested_warmup_epochs, plan.validations, plan.saves) == (300, 5.0, 7, 7)
-    assert run_seconds(MEASURED, budget.RunShape(50, 1), 8, STARTUP)[0] > SAFETY * 600
+    assert run_seconds(MEASURED, budget.RunShape(50, 1), 351, STARTUP)[0] == pytest.approx(547.0)
     # Warm-up keeps its share of the schedule; the cosine follows the planned epochs.
     assert planned.schedule.warmup_epochs == pytest.approx(5.0 * 7 / 300)
     assert planned.budget_minutes == 10.0 and plan.budget_minutes == 10.0
 
 
 def test_validations_and_saves_the_run_will_make_are_counted():
-    def epochs(**fields) -> int:
-        return plan_run(_cfg(**fields), MEASURED, 50, STARTUP).epochs
+    def steps(**fields) -> int:
+        return plan_run(_cfg(**fields), MEASURED, 50, STARTUP).budget_plan.steps
 
-    # eval_every=0 validates once (9 epochs fit), -1 never (10); save_every=10 adds 5 saves an epoch (6 fit).
-    assert (epochs(eval_every=0), epochs(eval_every=-1), epochs(eval_every=2)) == (9, 10, 8)
-    assert epochs(save_every=10) == 6 and run_seconds(MEASURED, budget.RunShape(50, 1, save_every=10), 1, 0)[2] == 6
+    # 540 s - 32 s of start-up and plots, steps at 1 s, 0.5 s per epoch's save, 20 s per validation:
+    # eval_every=0 validates once: 483 steps (10 epochs, 488 s); -1 never: 502 (11 epochs, 507.5 s); 2 at epochs
+    # 2, 4, 6, 8 and the last: 403 (9 epochs, 507.5 s); save_every=10 adds a save per 10 steps: 347 (7 epochs).
+    assert (steps(eval_every=0), steps(eval_every=-1), steps(eval_every=2)) == (483, 502, 403)
+    assert steps(save_every=10) == 347
+    assert run_seconds(MEASURED, budget.RunShape(50, 1, save_every=10), 50, 0)[2] == 6
     minutes = budget.RunShape(50, 1, save_every_minutes=1.0)
-    assert run_seconds(MEASURED, minutes, 6, 0)[2] == 6 + 5  # 300 s of steps: a save every 60 s
+    assert run_seconds(MEASURED, minutes, 300, 0)[2] == 6 + 5  # 300 s of steps: a save every 60 s
+
+
+def test_the_last_epoch_is_cut_short_rather_than_leave_the_budget_unused():
+    # Never validating, 11 whole epochs (550 steps) would need 587.5 s of the 540: 10 epochs and 2 steps of an
+    # 11th are planned. The schedule (warm-up and cosine) is the 502 steps; the epochs are those they reach into.
+    planned = plan_run(_cfg(eval_every=-1), MEASURED, 50, STARTUP)
+    assert (planned.epochs, planned.total_steps(50)) == (11, 502)
+    assert planned.schedule.warmup_epochs == pytest.approx(5.0 * 502 / (300 * 50))
+    assert "10 epochs and 2 of 50 steps (10.04 of the configured 300 epochs, the last cut short) fit" in \
+        budget.plan_line(planned)
+    # A continuation given more epochs than planned trains them whole; a plan from before partial epochs (no
+    # steps) trains whole epochs.
+    assert replace(planned, epochs=12).total_steps(50) == 600
+    assert replace(planned, budget_plan=replace(planned.budget_plan, steps=0)).total_steps(50) == 550
 
 
 def test_epochs_is_the_cap_and_a_short_warmup_keeps_one_step():
@@ -133,10 +150,10 @@ def test_deit_reproduce_plans_with_the_same_planner():
 
 
 # ------------------------------------------------------------------------------------------------------ runs
-# 100 s per step: an epoch (12 steps) + validation + save is 1201.5 s; 0.9 x 55 min holds 2 epochs of the 4 asked
-# for, whatever the real start-up (up to 9 minutes of it).
+# 100 s per step: an epoch (12 steps) + validation + save is 1550.5 s; 0.9 x 60 min holds 2 epochs of the 4 asked
+# for, whatever the real start-up (up to 139 s of it), and no step of a third (its validation costs 350 s).
 SLOW = Measurement(steps=12, step_seconds=100.0, first_step_seconds=100.0, images_per_step=8,
-                   validation_seconds=1.0, save_seconds=0.5, finish_seconds=0.0, seconds=1.0)
+                   validation_seconds=350.0, save_seconds=0.5, finish_seconds=0.0, seconds=1.0)
 
 
 def _equal(a, b) -> bool:
@@ -185,16 +202,16 @@ def reference(tmp_path_factory, teacher) -> Path:
     return train(cfg).run_dir
 
 
-def _slow(monkeypatch) -> list[int]:
-    """Calibrations really run (5 steps: they stop inside the first epoch) and are undone, but measure SLOW; returns
-    the list of calls."""
+def _slow(monkeypatch, measured: Measurement = SLOW) -> list[int]:
+    """Calibrations really run (5 steps: they stop inside the first epoch) and are undone, but measure ``measured``;
+    returns the list of calls."""
     calls, real = [], calibration.measure
     monkeypatch.setattr(calibration, "MAX_STEPS", 5)
 
     def measure(*args, **kwargs) -> Measurement:
         real(*args, **kwargs)
         calls.append(1)
-        return SLOW
+        return measured
 
     monkeypatch.setattr(calibration, "measure", measure)
     return calls
@@ -216,11 +233,11 @@ def test_the_calibration_is_undone_and_the_plan_recorded(tmp_path, teacher, refe
     calls = _slow(monkeypatch)
     # A loader worker kept between passes: the calibration's unfinished pass must not leak into the first epoch.
     result = train(load_config("digits-convnet-teacher", _overrides(
-        tmp_path / "run", teacher, tmp_path / "cache", "budget_minutes=55", "data.num_workers=1")))
+        tmp_path / "run", teacher, tmp_path / "cache", "budget_minutes=60", "data.num_workers=1")))
     out = capsys.readouterr().out
     assert calls == [1]
-    assert "budget 55 min: calibration" in out and "2 of the configured 4 epochs x 12 steps fit" in out
-    assert re.search(r"budget 55 min: planned 4\d\.\d min, actual \d", out)
+    assert "budget 60 min: calibration" in out and "2 of the configured 4 epochs x 12 steps fit" in out
+    assert re.search(r"budget 60 min: planned 5\d\.\d min, actual \d", out)
     # Bit for bit the unbudgeted run of 2 epochs: weights, EMA, metrics, and the teacher outputs it cached.
     _same_run(result.run_dir, reference)
     parts = sorted(p.name for p in (tmp_path / "cache").iterdir() if p.suffix != ".json")
@@ -231,12 +248,12 @@ def test_the_calibration_is_undone_and_the_plan_recorded(tmp_path, teacher, refe
     assert saved["budget_plan"]["requested_epochs"] == 4 and saved["budget_plan"]["step_seconds"] == 100.0
     summary = json.loads((result.run_dir / "summary.json").read_text())
     assert summary["epochs"] == 2
-    assert 2403 / 60 <= summary["budget"]["planned_minutes"] < SAFETY * 55  # 2 epochs + the real start-up
+    assert 3101 / 60 <= summary["budget"]["planned_minutes"] < SAFETY * 60  # 2 epochs + the real start-up
     assert 0 < summary["budget"]["actual_minutes"] < 10
 
 
 def test_a_resumed_run_keeps_its_plan(tmp_path, teacher, reference, monkeypatch, capsys):
-    overrides = _overrides(tmp_path / "run", teacher, tmp_path / "cache", "budget_minutes=55")
+    overrides = _overrides(tmp_path / "run", teacher, tmp_path / "cache", "budget_minutes=60")
     crash_after = Checkpointer.on_epoch_end
 
     def crash(self, trainer, epoch, metrics):
@@ -250,14 +267,41 @@ def test_a_resumed_run_keeps_its_plan(tmp_path, teacher, reference, monkeypatch,
             train(load_config("digits-convnet-teacher", overrides))
     assert calls == [1]
     # Another budget is another run: refused, naming it.
-    with pytest.raises(ConfigError, match="budget_minutes: 55.0 -> 30.0"):
+    with pytest.raises(ConfigError, match="budget_minutes: 60.0 -> 30.0"):
         train(load_config("digits-convnet-teacher", [*overrides, "budget_minutes=30"]))
     # The unchanged command line continues with the plan it started with: no new calibration, 2 epochs.
     capsys.readouterr()
     result = train(load_config("digits-convnet-teacher", overrides))
     assert calls == [1] and "timing up to" not in capsys.readouterr().out
-    assert result.summary["epochs"] == 2 and 2403 / 60 <= result.summary["budget"]["planned_minutes"] < 49.5
+    assert result.summary["epochs"] == 2 and 3101 / 60 <= result.summary["budget"]["planned_minutes"] < SAFETY * 60
     _same_run(result.run_dir, reference)
+
+
+def test_a_partial_last_epoch_trains_its_planned_steps_and_a_kill_at_the_cut_resumes_there(tmp_path, teacher,
+                                                                                              monkeypatch):
+    # 1-s validations: 0.9 x 55 min holds 2 epochs (2,415 s with a save per step) and some steps of a third: 5 with
+    # up to 50 s of real start-up, fewer with more.
+    overrides = _overrides(tmp_path / "run", teacher, tmp_path / "cache", "budget_minutes=55", "save_every=1")
+    calls = _slow(monkeypatch, replace(SLOW, validation_seconds=1.0))
+    on_step = Checkpointer.on_step
+
+    def crash(self, trainer, lr):
+        on_step(self, trainer, lr)
+        if trainer.progress.step == trainer.schedule.total_steps:
+            raise KeyboardInterrupt  # killed at the cut: its step saved, the epoch's end not reached
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Checkpointer, "on_step", crash)
+        with pytest.raises(KeyboardInterrupt):
+            train(load_config("digits-convnet-teacher", overrides))
+    result = train(load_config("digits-convnet-teacher", overrides))
+    plan = yaml.safe_load((result.run_dir / "config.yaml").read_text())["budget_plan"]
+    assert calls == [1] and 24 < plan["steps"] < 36
+    assert (result.summary["epochs"], result.summary["steps"]) == (3, plan["steps"])  # no step past the cut
+    records = [json.loads(s) for s in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    ends = [r for r in records if r["kind"] == "epoch"]
+    assert [r["epoch"] for r in ends] == [1, 2, 3] and ends[-1]["step"] == plan["steps"]
+    assert result.summary["final"]["top1"] == ends[-1]["top1"]  # the cut epoch validated: the run's final metrics
 
 
 def test_deit_train_budget_minutes_end_to_end(tmp_path):
@@ -303,7 +347,7 @@ def measure(*args, **kwargs):
     real(*args, **kwargs)
     # 6 steps an epoch on each rank: rank 0's plan is 2 epochs; rank 1 alone would find the budget too small.
     step = 200.0 if os.environ["RANK"] == "0" else 1e6
-    return Measurement(12, step, step, 8, 1.0, 0.5, 0.0, 1.0)
+    return Measurement(12, step, step, 8, 350.0, 0.5, 0.0, 1.0)
 
 calibration.measure = measure
 from deit.cli import main
@@ -318,7 +362,7 @@ def test_torchrun_ranks_train_rank_0s_plan(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
            "train", "--config", "digits-convnet-teacher", *tiny_overrides(out, extra=("epochs=4",)),
-           "--budget-minutes", "55"]
+           "--budget-minutes", "60"]
     proc = subprocess.run(cmd, cwd=REPO, env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     summary = json.loads((out / "summary.json").read_text())

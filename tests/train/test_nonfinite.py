@@ -60,7 +60,7 @@ def train_lr_at(cfg, step: int) -> float:
     from deit.train.optim import build_schedule
 
     steps_per_epoch = cfg.data.synthetic_train // cfg.data.batch_size  # repeated aug keeps ~N samples
-    return build_schedule(cfg.schedule, cfg.optim.lr, steps_per_epoch, cfg.epochs)(step)
+    return build_schedule(cfg.schedule, cfg.optim.lr, steps_per_epoch, cfg.total_steps(steps_per_epoch))(step)
 
 
 def test_cli_exit_code_on_divergence(tmp_path, capsys):

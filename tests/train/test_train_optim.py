@@ -30,7 +30,7 @@ def test_schedule_values():
 
 def test_schedule_is_per_iteration_from_epochs():
     s = build_schedule(ScheduleConfig(warmup_epochs=5, warmup_lr=1e-6, min_lr=1e-5), 1e-3, steps_per_epoch=1251,
-                       epochs=300)
+                       total_steps=300 * 1251)
     assert (s.warmup_steps, s.total_steps) == (5 * 1251, 300 * 1251)
     assert s(1) != s(0)  # moves every step, not every epoch
 

@@ -131,7 +131,8 @@ class Loader(DataLoader):
     """A DataLoader of ``(images, labels)`` batches that also collects, from every worker, the unreadable images
     replaced during the current pass over it (``bad_images``, reset when a new pass starts).
 
-    A data error met by a worker is raised here as itself; any failure of a pass ends its workers."""
+    A data error met by a worker is raised here as itself; a pass that fails or is left before its end (its
+    generator closed) ends its workers, persistent ones too: a later pass starts new ones."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -150,7 +151,7 @@ class Loader(DataLoader):
                 images, labels, bad = batch
                 self.bad_images.extend(bad)
                 yield images, labels
-        except (Exception, KeyboardInterrupt):
+        except BaseException:  # an error, an interrupt, or a pass left early (GeneratorExit): end its workers
             self.close()
             raise
 

@@ -7,12 +7,14 @@ cost is linear in its epochs (:class:`Cost`: ``per_run + epochs * per_epoch``), 
 path: ``deit reproduce`` runs each kind of run for a few epochs (``deit.reproduce.plan``), ``deit train`` times
 a few of its own steps, a validation and a save (``deit.train.calibration``) and plans here (:func:`plan_run`).
 
-A training run's prediction for E epochs: what its process spent before training (imports, start-up, the
-calibration) + E epochs of steps + the validations ``eval_every`` makes in E epochs + its saves (one per epoch,
-plus ``save_every`` and ``save_every_minutes`` ones) + its end (the plots). Warm-up keeps its share of the
-schedule: ``warmup_epochs x E / epochs`` (at least one step when there was a warm-up); the cosine runs over the E
-epochs. A budget that does not fit one epoch is an error
-naming the time one epoch needs.
+A training run's prediction for S optimizer steps (E = ceil(S / steps per epoch) epochs, the last one cut short
+where the budget ends inside it): what its process spent before training (imports, start-up, the calibration) + S
+steps + the validations ``eval_every`` makes in E epochs + its saves (one per epoch, plus ``save_every`` and
+``save_every_minutes`` ones) + its end (the plots). The plan is the most steps that fit, so no budget is left
+unused for want of a whole epoch; the last epoch validates and saves as a whole one does. Warm-up keeps its share
+of the schedule: ``warmup_epochs x S / (epochs x steps per epoch)`` (at least one step when there was a warm-up);
+the cosine runs over the S steps. ``deit reproduce`` plans whole epochs (its methods compare at equal epochs). A
+budget that does not fit one epoch is an error naming the time one epoch needs.
 """
 
 from __future__ import annotations
@@ -104,14 +106,15 @@ def _validations(epochs: int, eval_every: int) -> int:
     return sum(validates(e, epochs, eval_every) for e in range(1, epochs + 1))
 
 
-def run_seconds(m: Measurement, shape: RunShape, epochs: int, startup_seconds: float) -> tuple[float, int, int]:
-    """(predicted wall seconds of the whole run, its validations, its saves) for ``epochs`` epochs, after
-    ``startup_seconds`` spent before the first one."""
+def run_seconds(m: Measurement, shape: RunShape, steps: int, startup_seconds: float) -> tuple[float, int, int]:
+    """(predicted wall seconds of the whole run, its validations, its saves) for ``steps`` optimizer steps (the
+    last epoch partial if they end inside one), after ``startup_seconds`` spent before the first one."""
+    epochs = math.ceil(steps / shape.steps_per_epoch)
     restart = max(0.0, m.first_step_seconds - m.step_seconds) if shape.loader_restarts else 0.0
-    training = Cost(per_epoch=shape.steps_per_epoch * m.step_seconds + restart, per_run=0.0).seconds(epochs)
+    training = steps * m.step_seconds + epochs * restart
     saves = epochs  # every epoch's end
     if shape.save_every:
-        saves += epochs * shape.steps_per_epoch // shape.save_every
+        saves += steps // shape.save_every
     if shape.save_every_minutes:
         saves += int(training // (60 * shape.save_every_minutes))
     validations = _validations(epochs, shape.eval_every)
@@ -120,7 +123,7 @@ def run_seconds(m: Measurement, shape: RunShape, epochs: int, startup_seconds: f
     return total, validations, saves
 
 
-def planned_warmup(warmup_epochs: float, epochs: int, requested_epochs: int, steps_per_epoch: int) -> float:
+def planned_warmup(warmup_epochs: float, epochs: float, requested_epochs: int, steps_per_epoch: int) -> float:
     """Warm-up of a schedule shortened from ``requested_epochs`` to ``epochs``: the same share of it, at least one
     step when there was a warm-up."""
     if epochs >= requested_epochs or warmup_epochs <= 0:
@@ -139,21 +142,22 @@ def too_small(budget_minutes: float, one_epoch_seconds: float, steps_per_epoch: 
 def plan_run(cfg: TrainConfig, m: Measurement, steps_per_epoch: int, startup_seconds: float,
              now: float | None = None) -> TrainConfig:
     """``cfg`` (``budget_minutes`` set) planned from the calibration ``m`` and the seconds spent so far: the most
-    epochs, up to ``cfg.epochs``, whose predicted run fits ``SAFETY`` of the budget (one epoch when only the whole
-    budget holds it; a ConfigError when not even that), with its plan (``budget_plan``)."""
+    optimizer steps, up to ``cfg.epochs`` epochs of them, whose predicted run fits ``SAFETY`` of the budget (one
+    epoch when only the whole budget holds it; a ConfigError when not even that), with its plan (``budget_plan``)."""
     assert cfg.budget_minutes is not None
     budget = 60.0 * cfg.budget_minutes
     shape = RunShape.of(cfg, steps_per_epoch)
-    predict = lambda scale: run_seconds(m, shape, scaled_epochs(scale, cfg.epochs), startup_seconds)[0]  # noqa: E731
-    scale = fit_scale(predict, SAFETY * budget)
-    epochs = scaled_epochs(scale, cfg.epochs)
-    seconds, validations, saves = run_seconds(m, shape, epochs, startup_seconds)
+    requested_steps = cfg.epochs * steps_per_epoch
+    steps_at = lambda scale: max(steps_per_epoch, math.floor(scale * requested_steps))  # noqa: E731
+    scale = fit_scale(lambda s: run_seconds(m, shape, steps_at(s), startup_seconds)[0], SAFETY * budget)
+    steps = steps_at(scale)
+    seconds, validations, saves = run_seconds(m, shape, steps, startup_seconds)
     if seconds > budget:
         raise too_small(cfg.budget_minutes, seconds, steps_per_epoch)
     now = time.time() if now is None else now
     plan = BudgetPlan(
         budget_minutes=cfg.budget_minutes, requested_epochs=cfg.epochs,
-        requested_warmup_epochs=cfg.schedule.warmup_epochs, steps_per_epoch=steps_per_epoch,
+        requested_warmup_epochs=cfg.schedule.warmup_epochs, steps_per_epoch=steps_per_epoch, steps=steps,
         step_seconds=round(m.step_seconds, 4), images_per_s=round(m.images_per_step / max(m.step_seconds, 1e-9), 1),
         calibration_steps=m.steps, calibration_seconds=round(m.seconds, 2),
         validation_seconds=round(m.validation_seconds, 2), validations=validations,
@@ -161,16 +165,19 @@ def plan_run(cfg: TrainConfig, m: Measurement, steps_per_epoch: int, startup_sec
         startup_seconds=round(startup_seconds, 2),
         predicted_minutes=round(seconds / 60, 2),
         expected_end=time.strftime("%Y-%m-%d %H:%M", time.localtime(now + seconds - startup_seconds)),
-        note=fit_note(epochs / cfg.epochs, seconds, budget, owner="the config", shortest="one epoch",
+        note=fit_note(steps / requested_steps, seconds, budget, owner="the config", shortest="one epoch",
                       fix="raise budget_minutes"),
     )
-    return apply_plan(cfg, plan, epochs)
+    return apply_plan(cfg, plan)
 
 
-def apply_plan(cfg: TrainConfig, plan: BudgetPlan, epochs: int) -> TrainConfig:
-    """``cfg`` trained for ``epochs``, its warm-up shortened with the schedule, ``plan`` recorded."""
-    warmup = planned_warmup(plan.requested_warmup_epochs, epochs, plan.requested_epochs, plan.steps_per_epoch)
-    return replace(cfg, epochs=epochs, schedule=replace(cfg.schedule, warmup_epochs=warmup), budget_plan=plan)
+def apply_plan(cfg: TrainConfig, plan: BudgetPlan) -> TrainConfig:
+    """``cfg`` trained for the plan's steps (its epochs: those they reach into), its warm-up shortened with the
+    schedule, ``plan`` recorded."""
+    spe = plan.steps_per_epoch
+    warmup = planned_warmup(plan.requested_warmup_epochs, plan.steps / spe, plan.requested_epochs, spe)
+    return replace(cfg, epochs=math.ceil(plan.steps / spe), schedule=replace(cfg.schedule, warmup_epochs=warmup),
+                   budget_plan=plan)
 
 
 def requested(config: dict) -> dict:
@@ -208,11 +215,16 @@ def plan_line(cfg: TrainConfig) -> str:
     rate = 1 / max(p.step_seconds, 1e-9)
     measured = (f"calibration {p.calibration_seconds:.0f} s ({p.calibration_steps} steps, {rate:.3g} steps/s, "
                 f"{p.images_per_s:.0f} img/s), validation {p.validation_seconds:.1f} s, save {p.save_seconds:.1f} s")
-    if cfg.epochs >= p.requested_epochs:
-        fit = (f"the configured {cfg.epochs} epochs x {p.steps_per_epoch} steps fit (epochs is the cap: raise it to "
-               "use more of the budget)")
+    spe, steps = p.steps_per_epoch, cfg.total_steps(p.steps_per_epoch)
+    whole, last = divmod(steps, spe)
+    if steps >= p.requested_epochs * spe:
+        fit = (f"the configured {cfg.epochs} epochs x {spe} steps fit (epochs is the cap: raise it to use more of "
+               "the budget)")
+    elif last:
+        fit = (f"{whole} epochs and {last} of {spe} steps ({steps / spe:.2f} of the configured {p.requested_epochs} "
+               f"epochs, the last cut short) fit (warm-up {cfg.schedule.warmup_epochs:.3g} epochs)")
     else:
-        fit = (f"{cfg.epochs} of the configured {p.requested_epochs} epochs x {p.steps_per_epoch} steps fit "
+        fit = (f"{whole} of the configured {p.requested_epochs} epochs x {spe} steps fit "
                f"(warm-up {cfg.schedule.warmup_epochs:.3g} epochs)")
     return (f"budget {p.budget_minutes:g} min: {measured}; {fit}; predicted {_minutes(p.predicted_minutes)} min, "
             f"ending ~{p.expected_end[-5:]}")

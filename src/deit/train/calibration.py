@@ -194,7 +194,8 @@ def plan_budget(cfg: TrainConfig, env: DistEnv, parts: RunComponents, root: Path
         f"epochs (up to {cfg.epochs})")
     m = measure(cfg, env, parts, root)
     cfg = on_main(env, lambda: plan_run(cfg, m, parts.steps_per_epoch, clock.budget_elapsed()))
-    parts.trainer.schedule = build_schedule(cfg.schedule, parts.lr, parts.steps_per_epoch, cfg.epochs)
+    spe = parts.steps_per_epoch
+    parts.trainer.schedule = build_schedule(cfg.schedule, parts.lr, spe, cfg.total_steps(spe))
     say(plan_line(cfg))
     return cfg
 

@@ -271,7 +271,7 @@ def build_components(cfg: TrainConfig, env: DistEnv, model: nn.Module | None = N
     steps_per_epoch = math.ceil(len(data.train_loader) / cfg.optim.accum_steps)
     trainer = Trainer(
         task=task, optimizer=build_optimizer(cfg.optim, model, lr),
-        schedule=build_schedule(cfg.schedule, lr, steps_per_epoch, cfg.epochs), env=env,
+        schedule=build_schedule(cfg.schedule, lr, steps_per_epoch, cfg.total_steps(steps_per_epoch)), env=env,
         accum_steps=cfg.optim.accum_steps, clip_grad=cfg.optim.clip_grad,
         ema=ModelEma(model, cfg.ema.decay) if cfg.ema.enabled else None,
         lookahead=Lookahead(model, cfg.lookahead.every, cfg.lookahead.decay) if cfg.lookahead.enabled else None,

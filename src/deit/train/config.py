@@ -9,6 +9,7 @@ from presets and YAML files by ``deit.train.presets``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -162,6 +163,9 @@ class BudgetPlan:
     requested_epochs: int = 1  # the config's epochs: the cap of the plan
     requested_warmup_epochs: float = 0.0  # the config's schedule.warmup_epochs
     steps_per_epoch: int = 1
+    # The optimizer steps planned, the last epoch cut short where the budget ends inside it (0: whole epochs, as
+    # plans made before partial epochs).
+    steps: int = 0
     step_seconds: float = 0.0  # one optimizer step: data loading, the teacher or its cache, the optimizer
     images_per_s: float = 0.0
     calibration_steps: int = 0  # optimizer steps timed (then undone: the run starts from the same state)
@@ -184,8 +188,9 @@ class TrainConfig:
     name: str = "custom"
     epochs: int = 300
     # Train within this many minutes of wall time (deit train --budget-minutes N), everything included: before it
-    # trains, the run times a few of its own steps, a validation and a save, and plans the largest number of epochs
-    # up to ``epochs`` (the cap) that ends within the budget; warm-up shrinks with the schedule. The plan is
+    # trains, the run times a few of its own steps, a validation and a save, and plans the most optimizer steps up
+    # to ``epochs`` epochs (the cap; the last epoch may be cut short) that end within the budget; warm-up shrinks
+    # with the schedule. The plan is
     # written to the run's config.yaml (``budget_plan``, with the planned epochs), and a resumed run keeps it.
     budget_minutes: float | None = None
     seed: int = 0
@@ -229,6 +234,14 @@ class TrainConfig:
     logging: LoggingConfig = setting(default_factory=LoggingConfig, resumable=True)
     # Written by the run when budget_minutes planned it (see BudgetPlan); null until then.
     budget_plan: BudgetPlan | None = None
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        """The optimizer steps the run trains: ``epochs`` of ``steps_per_epoch``, or its budget plan's steps when
+        the plan ends inside the last of those epochs (a continuation given more epochs trains them whole)."""
+        plan, whole = self.budget_plan, self.epochs * steps_per_epoch
+        if plan is not None and plan.steps and self.epochs == math.ceil(plan.steps / steps_per_epoch):
+            return plan.steps
+        return whole
 
     def validate(self) -> TrainConfig:
         """Value checks that need no model or data (those come at the start of training)."""

@@ -243,19 +243,21 @@ class Trainer:
         return float(self.scaler.get_scale()) if self.scaler is not None and self.scaler.is_enabled() else None
 
     # ------------------------------------------------------------------------------------------------ the loop
-    def fit(self, loader, val_loader: Iterable, epochs: int, eval_every: int, hooks: Sequence[Any] = ()) -> dict:
+    def fit(self, loader, val_loader: Iterable, epochs: int, eval_every: int, hooks: Sequence[Any] = (),
+            total_steps: int | None = None) -> dict:
         """Train from ``progress`` to the end of epoch ``epochs``, validating as ``eval_every`` says; returns the
-        last validation metrics (empty if this call validated nothing)."""
+        last validation metrics (empty if this call validated nothing). ``total_steps``: the optimizer step at which
+        the last epoch ends early (a time budget's plan), its validation and save then made as at a full epoch's."""
         p, last = self.progress, {}
         num_batches = len(loader)
         while p.epoch < epochs:
-            if p.batch < num_batches:
+            if p.batch < num_batches and (total_steps is None or p.step < total_steps):
                 loader.sampler.set_epoch(p.epoch, start_batch=p.batch)
                 if p.batch == 0:
                     self.meter.reset_epoch()
                 for hook in hooks:
                     hook.on_epoch_start(self, num_batches)
-                self.train_one_epoch(loader, num_batches, hooks)
+                self.train_one_epoch(loader, num_batches, hooks, total_steps)
             metrics = self.validate(val_loader) if validates(p.epoch + 1, epochs, eval_every) else {}
             p.epoch += 1
             p.batch = 0
@@ -273,13 +275,23 @@ class Trainer:
             metrics.update({f"ema_{k}": v for k, v in ema.items() if k != "num_samples"})
         return metrics
 
-    def train_one_epoch(self, loader: Iterable, num_batches: int, hooks: Sequence[Any] = ()) -> None:
-        """Train from ``progress.batch`` to the end of ``progress.epoch``; ``loader`` yields those batches."""
-        p = self.progress
+    def train_one_epoch(self, loader: Iterable, num_batches: int, hooks: Sequence[Any] = (),
+                        total_steps: int | None = None) -> None:
+        """Train from ``progress.batch`` to the end of ``progress.epoch``, or to optimizer step ``total_steps`` if
+        that comes first; ``loader`` yields those batches."""
         self.model.train()
         self.task.forward_model.train()
+        batches = iter(loader)
+        try:
+            self._train_batches(batches, num_batches, hooks, total_steps)
+        finally:  # a pass left early (a stop, a budget's cut, an error) ends now, and its loader workers with it
+            getattr(batches, "close", lambda: None)()
+
+    def _train_batches(self, batches: Iterable, num_batches: int, hooks: Sequence[Any], total_steps: int | None
+                       ) -> None:
+        p = self.progress
         group = _Group()
-        for x, y in loader:
+        for x, y in batches:
             b = p.batch
             group_start = b - b % self.accum_steps
             group_size = min(self.accum_steps, num_batches - group_start)
@@ -299,6 +311,8 @@ class Trainer:
                     hook.on_step(self, lr)
                 if self.stop_agreed:
                     raise StopTraining(f"stop requested at optimizer step {p.step}")
+                if total_steps is not None and p.step >= total_steps:
+                    return
 
     def _backward(self, x: torch.Tensor, y: torch.Tensor, group: _Group, group_size: int, accumulate: bool) -> None:
         """Forward, loss and backward of one micro-batch (gradients accumulate into the group's step)."""

@@ -178,11 +178,12 @@ class LRSchedule:
         return lr
 
 
-def build_schedule(cfg: ScheduleConfig, lr: float, steps_per_epoch: int, epochs: int) -> LRSchedule:
+def build_schedule(cfg: ScheduleConfig, lr: float, steps_per_epoch: int, total_steps: int) -> LRSchedule:
+    """The schedule of a run of ``total_steps`` optimizer steps (``TrainConfig.total_steps``); warm-up in epochs."""
     return LRSchedule(
         name=cfg.name,
         lr=lr,
-        total_steps=steps_per_epoch * epochs,
+        total_steps=total_steps,
         warmup_steps=round(cfg.warmup_epochs * steps_per_epoch),
         warmup_lr=cfg.warmup_lr,
         min_lr=cfg.min_lr,

@@ -170,7 +170,8 @@ def _fit(cfg: TrainConfig, env: DistEnv, run: RunDir, parts: RunComponents, cloc
     try:
         with StopFlag() as stop:
             trainer.stop = stop
-            return trainer.fit(data.train_loader, data.val_loader, cfg.epochs, cfg.eval_every, hooks)
+            return trainer.fit(data.train_loader, data.val_loader, cfg.epochs, cfg.eval_every, hooks,
+                               total_steps=cfg.total_steps(parts.steps_per_epoch))
     except StopTraining:
         checkpointer.save(trainer)
         if env.is_main:
