@@ -76,6 +76,8 @@ def test_the_last_epoch_is_cut_short_rather_than_leave_the_budget_unused():
     assert planned.schedule.warmup_epochs == pytest.approx(5.0 * 502 / (300 * 50))
     assert "10 epochs and 2 of 50 steps (10.04 of the configured 300 epochs, the last cut short) fit" in \
         budget.plan_line(planned)
+    one = plan_run(_cfg(minutes=1.7, eval_every=-1), MEASURED, 50, STARTUP)  # 91.8 s: 32 + 58 + 2 saves
+    assert "; 1 epoch and 8 of 50 steps (1.16 of the configured 300 epochs" in budget.plan_line(one)
     # A continuation given more epochs than planned trains them whole; a plan from before partial epochs (no
     # steps) trains whole epochs.
     assert replace(planned, epochs=12).total_steps(50) == 600

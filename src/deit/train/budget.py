@@ -221,8 +221,9 @@ def plan_line(cfg: TrainConfig) -> str:
         fit = (f"the configured {cfg.epochs} epochs x {spe} steps fit (epochs is the cap: raise it to use more of "
                "the budget)")
     elif last:
-        fit = (f"{whole} epochs and {last} of {spe} steps ({steps / spe:.2f} of the configured {p.requested_epochs} "
-               f"epochs, the last cut short) fit (warm-up {cfg.schedule.warmup_epochs:.3g} epochs)")
+        epochs = f"{whole} epoch" + ("s" if whole != 1 else "")
+        fit = (f"{epochs} and {last} of {spe} steps ({steps / spe:.2f} of the configured {p.requested_epochs} epochs, "
+               f"the last cut short) fit (warm-up {cfg.schedule.warmup_epochs:.3g} epochs)")
     else:
         fit = (f"{whole} of the configured {p.requested_epochs} epochs x {spe} steps fit "
                f"(warm-up {cfg.schedule.warmup_epochs:.3g} epochs)")
