@@ -190,8 +190,8 @@ class TrainConfig:
     # Train within this many minutes of wall time (deit train --budget-minutes N), everything included: before it
     # trains, the run times a few of its own steps, a validation and a save, and plans the most optimizer steps up
     # to ``epochs`` epochs (the cap; the last epoch may be cut short) that end within the budget; warm-up shrinks
-    # with the schedule. The plan is
-    # written to the run's config.yaml (``budget_plan``, with the planned epochs), and a resumed run keeps it.
+    # with the schedule. The plan is written to the run's config.yaml (``budget_plan``, with the planned epochs
+    # and steps), and a resumed run keeps it.
     budget_minutes: float | None = None
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
