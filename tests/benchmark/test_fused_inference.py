@@ -154,9 +154,9 @@ def count_fused_calls(monkeypatch) -> list[int]:
     calls = [0]
     forward = FusedBlock.forward
 
-    def counting(self, x):
+    def counting(self, x, prefix=None):
         calls[0] += 1
-        return forward(self, x)
+        return forward(self, x, prefix)
 
     monkeypatch.setattr(FusedBlock, "forward", counting)
     return calls

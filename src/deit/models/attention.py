@@ -47,7 +47,7 @@ class ProbeKey(NamedTuple):
 
     device: str  # device type: cpu, cuda
     dtype: str  # e.g. float32, bfloat16
-    seq_len: int
+    seq_len: int  # of the keys
     head_dim: int
     grad: bool  # training (forward + backward) or inference
 
@@ -81,16 +81,18 @@ PATHS: dict[str, Callable[..., torch.Tensor]] = {"sdpa": sdpa_attention, "math":
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, impl: str = "auto", dropout_p: float = 0.0
               ) -> torch.Tensor:
     """Attention of (B, H, N, hd) ``q``, ``k``, ``v`` by ``impl`` ("auto": the measured faster path)."""
-    return PATHS[resolve(impl, q, dropout_p)](q, k, v, dropout_p)
+    return PATHS[resolve(impl, q, dropout_p, k.shape[-2])](q, k, v, dropout_p)
 
 
-def resolve(impl: str, q: torch.Tensor, dropout_p: float = 0.0) -> str:
-    """The path ("sdpa" or "math") that ``impl`` means for queries like ``q``; "auto" probes once per key."""
+def resolve(impl: str, q: torch.Tensor, dropout_p: float = 0.0, seq_len: int | None = None) -> str:
+    """The path ("sdpa" or "math") that ``impl`` means for queries like ``q`` over ``seq_len`` keys (default: as
+    many as queries); "auto" probes once per key. Keyed by the keys' length, so that the last block's few queries
+    (``Attention.attend(prefix=)``) run the path chosen for the blocks before it, with no probe of their own."""
     if impl != "auto":
         return impl
     if dropout_p > 0.0:
         return "sdpa"
-    key = ProbeKey(q.device.type, str(q.dtype).removeprefix("torch."), q.shape[-2], q.shape[-1],
+    key = ProbeKey(q.device.type, str(q.dtype).removeprefix("torch."), seq_len or q.shape[-2], q.shape[-1],
                    torch.is_grad_enabled() and q.requires_grad)
     choice = _CHOICES.get(key)
     if choice is not None:

@@ -152,6 +152,8 @@ class FusedBlock(nn.Module):
     """A Block for CPU inference: oneDNN does bias, GELU and the residual add inside each GEMM, LayerScale is
     folded into the output projections. Its layers are the Block's (same state-dict keys), in eval mode for good."""
 
+    TAKES_PREFIX = True  # like Block: forward(x, prefix=n) computes the first n tokens' outputs alone
+
     def __init__(self, block: Block) -> None:
         super().__init__()
         self.norm1, self.attn, self.ls1 = block.norm1, block.attn, block.ls1
@@ -163,7 +165,7 @@ class FusedBlock(nn.Module):
             raise ValueError("a model fused for CPU inference cannot train: train the model it was made from")
         return super().train(False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, prefix: int | None = None) -> torch.Tensor:
         if x.device.type != "cpu" or x.dtype != torch.float32 or _cpu_autocast_enabled():
             raise ValueError(f"a model fused for CPU inference takes float32 CPU inputs without autocast; got "
                              f"{x.dtype} on {x.device}{' under autocast' if _cpu_autocast_enabled() else ''}: run "
@@ -173,7 +175,9 @@ class FusedBlock(nn.Module):
         linear = torch.ops.mkldnn._linear_pointwise
         attn, mlp = self.attn, self.mlp
         qkv = linear(self.norm1(x), attn.qkv.weight, attn.qkv.bias, "none", [], "")
-        x = linear.binary(attn.attend(qkv), x, *_scaled(attn.proj, self.ls1), "add")
+        if prefix is not None:
+            x = x[:, :prefix].contiguous()  # the residual operand of the fused add
+        x = linear.binary(attn.attend(qkv, prefix), x, *_scaled(attn.proj, self.ls1), "add")
         h = linear(self.norm2(x), mlp.fc1.weight, mlp.fc1.bias, "gelu", [], "none")
         return linear.binary(h, x, *_scaled(mlp.fc2, self.ls2), "add")
 

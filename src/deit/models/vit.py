@@ -9,7 +9,8 @@ defaults the model is DeiT's. Parameter names follow the official / timm layout 
 The contract (``deit.models.contract``): ``forward_features(x)`` -> tokens after the final norm,
 (B, prefix + patches, D); ``forward_head(tokens)`` -> logits; ``forward(x)`` -> one logits tensor in train and
 eval mode. A distilled model has two heads: ``forward_heads(x) -> (cls_logits, dist_logits)`` for training and
-analysis, and ``head_mode`` ("avg", "cls", "dist") says what ``forward`` returns. The layers are in
+analysis, and ``head_mode`` ("avg", "cls", "dist") says what ``forward`` returns. Both go through ``head_tokens``:
+the heads read the prefix tokens alone, so the last block computes only theirs (~1/depth less work). The layers are in
 ``vit_blocks.py``, the config and its inference from a state dict in ``vit_config.py``.
 """
 
@@ -19,11 +20,12 @@ from dataclasses import replace
 
 import torch
 from torch import nn
+from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
 
 from deit.models.contract import HEAD_MODES, Classifier, combine_heads
 from deit.models.pos_embed import resample_pos_embed
 from deit.models.preprocessing import Preprocessing
-from deit.models.vit_blocks import Block, PatchEmbed
+from deit.models.vit_blocks import Block, PatchEmbed, takes_prefix
 from deit.models.vit_config import ViTConfig
 
 
@@ -125,6 +127,27 @@ class VisionTransformer(Classifier):
             x = blk(x)
         return self.norm(x)
 
+    def head_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """The prefix tokens (class, distillation) after the final norm, (B, prefix, D): all the heads read.
+        ``forward_features(x)[:, :prefix]`` to rounding, for ~1/depth less work: the last block computes the prefix
+        tokens' outputs alone (they still attend to every token), since no head reads the patch tokens' outputs.
+        Where something could watch those outputs (a forward hook on the last block, one of its layers or the final
+        norm, a global hook) or the last block is not a stock one, every token is computed, as before."""
+        x = self.embed(x)
+        *body, last = self.blocks
+        for blk in body:
+            x = blk(x)
+        prefix = self.num_prefix_tokens
+        if not self._may_trim(last):
+            return self.norm(last(x))[:, :prefix]
+        return self.norm(last(x, prefix))
+
+    def _may_trim(self, last: nn.Module) -> bool:
+        if not takes_prefix(last) or _global_forward_hooks or _global_forward_pre_hooks:
+            return False
+        watched = (*last.modules(), self.norm)
+        return not any(m._forward_hooks or m._forward_pre_hooks for m in watched)
+
     def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Token states at the input of the encoder and after every block (before the final norm)."""
         x = self.embed(x)
@@ -142,6 +165,9 @@ class VisionTransformer(Classifier):
             )
         return self.head(tokens[:, 0]), self.head_dist(tokens[:, 1])
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.head_tokens(x))
+
     def forward_head(self, tokens: torch.Tensor) -> torch.Tensor:
         if self.head_dist is None or self.head_mode == "cls":
             return self.head(tokens[:, 0])
@@ -151,7 +177,7 @@ class VisionTransformer(Classifier):
 
     def forward_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(cls_logits, dist_logits) of a distilled model, for the two-term training loss."""
-        return self._heads(self.forward_features(x))
+        return self._heads(self.head_tokens(x))
 
     def set_head_mode(self, mode: str) -> None:
         self.config = replace(self.config, head_mode=mode)  # validates

@@ -53,21 +53,30 @@ class Attention(nn.Module):
     def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.split_heads(self.qkv(x))
 
-    def attend(self, qkv: torch.Tensor) -> torch.Tensor:
-        """Scaled dot-product attention of the (B, N, 3D) projections; heads merged back to (B, N, D)."""
+    def attend(self, qkv: torch.Tensor, prefix: int | None = None) -> torch.Tensor:
+        """Scaled dot-product attention of the (B, N, 3D) projections; heads merged back to (B, N, D). With
+        ``prefix``, only the first ``prefix`` tokens ask (each still attends to all N): (B, prefix, D)."""
         b, n, three_c = qkv.shape
         q, k, v = self.split_heads(qkv)
+        if prefix is not None:
+            q, n = q[:, :, :prefix], prefix
         dropout = self.attn_drop if self.training else 0.0
         out = attention(q, k, v, self.attn_impl, dropout)
         return out.transpose(1, 2).reshape(b, n, three_c // 3)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj_drop(self.proj(self.attend(self.qkv(x))))
+    def forward(self, x: torch.Tensor, prefix: int | None = None) -> torch.Tensor:
+        return self.proj_drop(self.proj(self.attend(self.qkv(x), prefix)))
 
     def attention_probs(self, x: torch.Tensor) -> torch.Tensor:
         """Softmax attention weights (B, H, N, N) for analysis; the forward pass never materialises them."""
         q, k, _ = self._qkv(x)
         return (q @ k.transpose(-2, -1) * self.scale).softmax(dim=-1)
+
+
+def takes_prefix(block: nn.Module) -> bool:
+    """Whether ``block(x, prefix=n)`` works: declared by the block's own class (deit's Block, its fused copy), never
+    inherited, since a subclass with a forward of its own may not take the argument."""
+    return bool(type(block).__dict__.get("TAKES_PREFIX", False))
 
 
 def set_attn_impl(model: nn.Module, impl: str) -> int:
@@ -113,7 +122,12 @@ class Block(nn.Module):
     """Pre-norm transformer block: x + drop_path(ls1(attn(norm1(x)))), then the same with the MLP. ``ls1``/``ls2``
     (LayerScale) exist only with ``cfg.init_values``; without them the block is DeiT's, key for key.
 
+    ``block(x, prefix=n)`` computes the output of the first n tokens alone (they attend to every token, as
+    before): all a model's heads read from its last block (see ``takes_prefix``).
+
     For CPU inference, ``deit.models.fusion.fuse_for_cpu_inference`` turns a model's blocks into fused ones."""
+
+    TAKES_PREFIX = True  # see takes_prefix()
 
     def __init__(self, cfg: ViTConfig, drop_path: float) -> None:
         super().__init__()
@@ -128,11 +142,13 @@ class Block(nn.Module):
         self.ls2 = LayerScale(dim, cfg.init_values) if scaled else None
         self.drop_path2 = DropPath(drop_path)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        branch = self.attn(self.norm1(x))
+    def forward(self, x: torch.Tensor, prefix: int | None = None) -> torch.Tensor:
+        branch = self.attn(self.norm1(x), prefix)
+        if prefix is not None:
+            x = x[:, :prefix]
         x = x + self.drop_path1(branch if self.ls1 is None else self.ls1(branch))
         branch = self.mlp(self.norm2(x))
         return x + self.drop_path2(branch if self.ls2 is None else self.ls2(branch))
 
 
-__all__ = ["Attention", "Block", "LayerScale", "Mlp", "PatchEmbed", "set_attn_impl"]
+__all__ = ["Attention", "Block", "LayerScale", "Mlp", "PatchEmbed", "set_attn_impl", "takes_prefix"]
