@@ -1,8 +1,9 @@
 """Where the time goes: torch.profiler self time of ours and HF's DeiT (same weights), by kind of kernel.
 
 Run: python benchmarks/profile_step.py [--threads 2] [--batch 64] [--model deit_tiny_distilled_patch16_224]
-Prints, for inference (torch.inference_mode) and for one training step (forward + distillation loss + backward +
-AdamW), the share of profiled CPU time in GEMMs, attention, LayerNorm, element-wise/copy kernels and the optimizer.
+Prints, for inference (torch.inference_mode; ours fused for CPU inference, as evaluation runs it) and for one
+training step (forward + distillation loss + backward + AdamW), the share of profiled CPU time in GEMMs, attention,
+LayerNorm, element-wise/copy kernels and the optimizer.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from torch.profiler import ProfilerActivity, profile
 from deit.benchmark.peers import load_twins
 from deit.benchmark.training import build_teacher, make_step
 from deit.models import build_architecture
-from deit.train.loss import DistillationLoss
+from deit.models.fusion import cpu_inference_model
+from deit.train.loss import DistillationObjective
 
 KINDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("gemm", ("aten::mm", "aten::addmm", "aten::bmm", "mkldnn::_linear_pointwise", "convolution")),
@@ -66,13 +68,13 @@ def main() -> None:
 
         return run
 
-    criterion = DistillationLoss(nn.CrossEntropyLoss(label_smoothing=0.1), build_teacher("regnety_002", 1000, cpu),
-                                 "hard")
-    logits = criterion.teacher_logits(x)
+    criterion = DistillationObjective(nn.CrossEntropyLoss(label_smoothing=0.1), "hard")
+    with torch.inference_mode():
+        logits = build_teacher("regnety_002", 1000, cpu)(x)
     print(f"torch {torch.__version__}, {args.threads} threads, batch {args.batch}, {args.model}")
     model.eval()
     twin.module.eval()
-    report("inference ours", infer(model))
+    report("inference ours", infer(cpu_inference_model(model)))  # as evaluation, prediction and the benchmark run it
     report("inference hf-sdpa", infer(twin.logits))
     model.train()
     twin.module.train()

@@ -92,10 +92,13 @@ def _cells(r: Row) -> list[str]:
 
 def format_table(rows: list[Row], header: dict) -> str:
     lines = [" | ".join(f"{k}: {v}" for k, v in header.items() if not isinstance(v, dict))]
-    head = "".join(f"{c:<{w}}" for c, w in _COLUMNS)
+    cells = [_cells(r) for r in rows]
+    # each column at least its usual width, and one space wider than its longest cell ("... +compile", a long name)
+    widths = [max([w, *(len(row[i]) + 1 for row in cells)]) for i, (_, w) in enumerate(_COLUMNS)]
+    head = "".join(f"{c:<{w}}" for (c, _), w in zip(_COLUMNS, widths, strict=True))
     lines += [head, "-" * len(head)]
-    for r in rows:
-        lines.append("".join(f"{c:<{w}}" for c, (_, w) in zip(_cells(r), _COLUMNS, strict=True)).rstrip())
+    for row in cells:
+        lines.append("".join(f"{c:<{w}}" for c, w in zip(row, widths, strict=True)).rstrip())
     lines.append(
         "img/s: median over alternating rounds, ± interquartile spread; ratio = ours / peer (the faster HF attention); "
         "% GEMM: achieved FLOP/s over the GEMM timed in the same rounds, peer in brackets; peak MB: ours (peer)."
