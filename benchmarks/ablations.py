@@ -19,7 +19,7 @@ from deit.benchmark import race
 from deit.benchmark.training import build_teacher, make_step
 from deit.models import build_architecture, vit_blocks
 from deit.models.fusion import fuse_for_cpu_inference
-from deit.train.loss import DistillationLoss
+from deit.train.loss import DistillationObjective
 
 CPU = torch.device("cpu")
 
@@ -40,10 +40,12 @@ def permute_split(self: vit_blocks.Attention, qkv: torch.Tensor) -> tuple[torch.
     return qkv.reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
 
 
-def math_attend(self: vit_blocks.Attention, qkv: torch.Tensor) -> torch.Tensor:
+def math_attend(self: vit_blocks.Attention, qkv: torch.Tensor, prefix: int | None = None) -> torch.Tensor:
     """Explicit softmax(q k^T) v with the probabilities materialised (what HF's eager attention does)."""
     b, n, three_c = qkv.shape
     q, k, v = self.split_heads(qkv)
+    if prefix is not None:
+        q, n = q[:, :, :prefix], prefix
     probs = (q @ k.transpose(-2, -1)).mul_(self.scale).softmax(dim=-1)
     return (probs @ v).transpose(1, 2).reshape(b, n, three_c // 3)
 
@@ -56,7 +58,7 @@ def compare(title: str, shipped: Callable[[], object], variant: Callable[[], obj
 
     s = race({"shipped": shipped, "variant": wrapped}, CPU, repeats, warmup=1)
     ours, theirs = batch / s["shipped"].median, batch / s["variant"].median
-    print(f"{title:62s} variant {theirs:7.1f} img/s  shipped {ours:7.1f} img/s  ratio {theirs / ours:5.2f}", flush=True)
+    print(f"{title:82s} variant {theirs:7.1f} img/s  shipped {ours:7.1f} img/s  ratio {theirs / ours:5.2f}", flush=True)
 
 
 def inference_ideas(name: str, batch: int, repeats: int, use_compile: bool) -> None:
@@ -72,6 +74,8 @@ def inference_ideas(name: str, batch: int, repeats: int, use_compile: bool) -> N
         compare(f"{name} inference: {title}", fwd, variant, batch, repeats, ctx)
 
     run("block without oneDNN fused bias/GELU/residual", lambda: _inference(model, x))
+    run("every token through the last block", lambda: _inference(lambda x: shipped.forward_head(
+        shipped.forward_features(x)), x))
     run("math attention instead of SDPA", fwd, lambda: patched(vit_blocks.Attention, "attend", math_attend))
     run("torch.no_grad instead of torch.inference_mode", lambda: _no_grad(shipped, x))
     run("no grad-mode context (autograd on, plain model)", lambda: model(x))
@@ -88,7 +92,8 @@ def inference_ideas(name: str, batch: int, repeats: int, use_compile: bool) -> N
         run("torch.compile (inductor)", lambda: _inference(compiled, x))
 
 
-def _inference(model: nn.Module, x: torch.Tensor, ctx: contextlib.AbstractContextManager | None = None) -> None:
+def _inference(model: Callable[[torch.Tensor], object], x: torch.Tensor,
+               ctx: contextlib.AbstractContextManager | None = None) -> None:
     with torch.inference_mode(), ctx or contextlib.nullcontext():
         model(x)
 
@@ -104,9 +109,13 @@ def training_ideas(batch: int, repeats: int) -> None:
     x = torch.randn(batch, 3, 224, 224)
     y = torch.randint(0, 1000, (batch,))
     teacher = build_teacher("regnety_002", 1000, CPU)
-    criterion = DistillationLoss(nn.CrossEntropyLoss(label_smoothing=0.1), teacher, "hard")
-    logits = criterion.teacher_logits(x)
+    criterion = DistillationObjective(nn.CrossEntropyLoss(label_smoothing=0.1), "hard")
+    with torch.inference_mode():
+        logits = teacher(x)
     step = make_step(model, model.forward_heads, criterion, x, y, lambda: logits, "fp32")
+    every_token = make_step(model, lambda x: model._heads(model.forward_features(x)), criterion, x, y,
+                            lambda: logits, "fp32")
+    compare(f"{name} train step: every token through the last block", step, every_token, batch, repeats)
     compare(f"{name} train step: permute+contiguous q/k/v split", step, step, batch, repeats,
             lambda: patched(vit_blocks.Attention, "split_heads", permute_split))
     compare(f"{name} train step: math attention instead of SDPA", step, step, batch, repeats,
