@@ -125,6 +125,14 @@ def test_a_hook_that_watches_the_last_block_sees_every_token(where):
         torch.testing.assert_close(logits, model(x), atol=1e-6, rtol=0)
 
 
+def test_a_backward_hook_on_the_last_block_sees_every_token():
+    model = tiny(distilled=True).train()
+    seen: list[tuple[int, ...]] = []
+    model.blocks[-1].register_full_backward_hook(lambda m, grad_in, grad_out: seen.append(tuple(grad_out[0].shape)))
+    model(torch.randn(2, 3, 32, 32)).sum().backward()
+    assert seen == [(2, 2 + 64, 32)]
+
+
 def test_a_global_hook_sees_every_token():
     model = tiny(distilled=False).eval()
     shapes: list[tuple[int, ...]] = []

@@ -20,13 +20,22 @@ from dataclasses import replace
 
 import torch
 from torch import nn
-from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
+from torch.nn.modules.module import (
+    _global_backward_hooks,
+    _global_backward_pre_hooks,
+    _global_forward_hooks,
+    _global_forward_pre_hooks,
+)
 
 from deit.models.contract import HEAD_MODES, Classifier, combine_heads
 from deit.models.pos_embed import resample_pos_embed
 from deit.models.preprocessing import Preprocessing
 from deit.models.vit_blocks import Block, PatchEmbed, takes_prefix
 from deit.models.vit_config import ViTConfig
+
+# Hooks that would see the last block's tokens (or their gradients): with any of them, every token is computed.
+GLOBAL_HOOKS = (_global_forward_hooks, _global_forward_pre_hooks, _global_backward_hooks, _global_backward_pre_hooks)
+MODULE_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
 
 
 class VisionTransformer(Classifier):
@@ -131,8 +140,8 @@ class VisionTransformer(Classifier):
         """The prefix tokens (class, distillation) after the final norm, (B, prefix, D): all the heads read.
         ``forward_features(x)[:, :prefix]`` to rounding, for ~1/depth less work: the last block computes the prefix
         tokens' outputs alone (they still attend to every token), since no head reads the patch tokens' outputs.
-        Where something could watch those outputs (a forward hook on the last block, one of its layers or the final
-        norm, a global hook) or the last block is not a stock one, every token is computed, as before."""
+        Where something could watch those outputs (a forward or backward hook on the last block, one of its layers or
+        the final norm, a global hook) or the last block is not a stock one, every token is computed, as before."""
         x = self.embed(x)
         *body, last = self.blocks
         for blk in body:
@@ -143,10 +152,10 @@ class VisionTransformer(Classifier):
         return self.norm(last(x, prefix))
 
     def _may_trim(self, last: nn.Module) -> bool:
-        if not takes_prefix(last) or _global_forward_hooks or _global_forward_pre_hooks:
+        if not takes_prefix(last) or any(GLOBAL_HOOKS):
             return False
         watched = (*last.modules(), self.norm)
-        return not any(m._forward_hooks or m._forward_pre_hooks for m in watched)
+        return not any(getattr(m, hooks) for m in watched for hooks in MODULE_HOOKS)
 
     def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Token states at the input of the encoder and after every block (before the final norm)."""
