@@ -17,7 +17,7 @@ from torch import nn
 
 from deit.benchmark import race
 from deit.benchmark.training import build_teacher, make_step
-from deit.models import build_architecture, vit_blocks
+from deit.models import build_architecture, fusion, vit_blocks
 from deit.models.fusion import fuse_for_cpu_inference
 from deit.train.loss import DistillationObjective
 
@@ -76,6 +76,10 @@ def inference_ideas(name: str, batch: int, repeats: int, use_compile: bool) -> N
     run("block without oneDNN fused bias/GELU/residual", lambda: _inference(model, x))
     run("every token through the last block", lambda: _inference(lambda x: shipped.forward_head(
         shipped.forward_features(x)), x))
+    plain_layout = fuse_for_cpu_inference(model)
+    with patched(fusion, "_pack", lambda weight: weight):  # its blocks keep the weights it makes on the first call
+        _inference(plain_layout, x[:1])
+    run("oneDNN linears on plain-layout (unpacked) weights", lambda: _inference(plain_layout, x))
     run("math attention instead of SDPA", fwd, lambda: patched(vit_blocks.Attention, "attend", math_attend))
     run("torch.no_grad instead of torch.inference_mode", lambda: _no_grad(shipped, x))
     run("no grad-mode context (autograd on, plain model)", lambda: model(x))

@@ -34,5 +34,6 @@ def test_ablations_time_each_idea_against_the_shipped_code():
     ratios = re.findall(r"^(deit_tiny\S* (?:inference|train step): .+?)\s+variant .* ratio\s+([\d.]+)$", out, re.M)
     titles = [title for title, _ in ratios]
     assert "deit_tiny_patch16_224 inference: every token through the last block" in titles
+    assert "deit_tiny_patch16_224 inference: oneDNN linears on plain-layout (unpacked) weights" in titles
     assert "deit_tiny_distilled_patch16_224 train step: every token through the last block" in titles
     assert len(ratios) >= 8 and all(float(r) > 0 for _, r in ratios)

@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from deit.inference.evaluation import evaluate
 from deit.inference.predictor import Predictor
-from deit.models import build_architecture
+from deit.models import build_architecture, fusion
 from deit.models.contract import head_outputs
 from deit.models.fusion import (
     FusedBlock,
@@ -107,6 +107,37 @@ def test_the_copy_computes_with_the_current_weights():
         for p in model.parameters():
             p.mul_(1.1)
         torch.testing.assert_close(fused(x), model(x), atol=1e-5, rtol=1e-5)
+
+
+def test_weights_changed_after_the_first_call_are_seen_and_packed_once():
+    """The fused blocks pack their weights (oneDNN's layout) at the first call: again only after an in-place change
+    of a weight, bias or LayerScale gamma, which the next call then computes with."""
+    model = build(init_values=1e-4)
+    fused = fuse_for_cpu_inference(model)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        fused(x)
+        packings = [block._packed for block in fused.blocks]
+        fused(x)
+        assert [block._packed for block in fused.blocks] == packings  # the same objects: not packed again
+        if fusion._packing_works():
+            assert all(w.is_mkldnn for block in fused.blocks for w, _ in block.linears())
+        for name, p in model.named_parameters():
+            if name.startswith("blocks.1.") and name.endswith(("fc2.weight", "ls2.gamma", "qkv.bias")):
+                p.mul_(1.5)  # what an optimizer step or load_state_dict does: in place
+        torch.testing.assert_close(fused(x), model(x), atol=1e-5, rtol=1e-5)
+        assert fused.blocks[0]._packed is packings[0] and fused.blocks[1]._packed is not packings[1]
+
+
+def test_packed_and_plain_weights_give_the_same_logits(model, monkeypatch):
+    x = torch.randn(3, 3, 32, 32)
+    packed = fuse_for_cpu_inference(model)
+    with torch.no_grad():
+        expected = packed(x)
+        monkeypatch.setattr(fusion, "_pack", lambda weight: weight)
+        plain = fuse_for_cpu_inference(model)
+        torch.testing.assert_close(plain(x), expected, atol=1e-6, rtol=0)
+        assert not any(w.is_mkldnn for block in plain.blocks for w, _ in block.linears())
 
 
 def test_what_it_cannot_fuse_is_refused_naming_it(model):
