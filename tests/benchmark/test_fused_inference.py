@@ -129,6 +129,15 @@ def test_weights_changed_after_the_first_call_are_seen_and_packed_once():
         assert fused.blocks[0]._packed is packings[0] and fused.blocks[1]._packed is not packings[1]
 
 
+def test_a_model_built_under_inference_mode_fuses_and_runs():
+    """Its tensors are inference tensors, which have no version counter to watch."""
+    with torch.inference_mode():
+        model = build()
+        fused = fuse_for_cpu_inference(model)
+        x = torch.randn(2, 3, 32, 32)
+        torch.testing.assert_close(fused(x), model(x), atol=1e-5, rtol=1e-5)
+
+
 def test_packed_and_plain_weights_give_the_same_logits(model, monkeypatch):
     x = torch.randn(3, 3, 32, 32)
     packed = fuse_for_cpu_inference(model)

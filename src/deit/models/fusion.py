@@ -25,7 +25,8 @@ storage, so the transformation costs ~11 ms of CPU (DeiT-Ti to DeiT-B). At its f
 its four linears' weights (LayerScale folded in) into oneDNN's blocked layout: a copy of those weights (0.16 s for
 DeiT-B), bit for bit the same results, 5-7% less time per GEMM (``FusedBlock.linears``). It packs again whenever a
 source tensor changed in place since (its version counter: an optimizer step, load_state_dict), so the copy computes
-with the model's current weights; a change through ``.data`` (which bypasses the counter), or a parameter the model
+with the model's current weights; a change through ``.data`` (which bypasses the counter), to a model made under
+``torch.inference_mode`` (whose tensors have no counter), or a parameter the model
 replaces (reset_classifier, set_img_size, .to()), is not seen: fuse again. Moving or casting the copy leaves the
 model where it is. ``deit.inference.evaluation.evaluate`` fuses anew at each call, so validation during training
 always sees the current weights.
@@ -173,7 +174,7 @@ class FusedBlock(nn.Module):
         layers = [(attn.qkv, None), (attn.proj, self.ls1), (mlp.fc1, None), (mlp.fc2, self.ls2)]
         sources = [t for layer, ls in layers for t in (layer.weight, layer.bias, None if ls is None else ls.gamma)
                    if t is not None]
-        versions = tuple(t._version for t in sources)
+        versions = tuple(-1 if t.is_inference() else t._version for t in sources)  # inference tensors: no counter
         if self._packed is None or self._packed[0] != versions:
             with torch.no_grad():
                 packed = [_scaled(layer, ls) for layer, ls in layers]
