@@ -26,10 +26,10 @@ its four linears' weights (LayerScale folded in) into oneDNN's blocked layout: a
 DeiT-B), bit for bit the same results, 5-7% less time per GEMM (``FusedBlock.linears``). It packs again whenever a
 source tensor changed in place since (its version counter: an optimizer step, load_state_dict), so the copy computes
 with the model's current weights; a change through ``.data`` (which bypasses the counter), to a model made under
-``torch.inference_mode`` (whose tensors have no counter), or a parameter the model
-replaces (reset_classifier, set_img_size, .to()), is not seen: fuse again. Moving or casting the copy leaves the
-model where it is. ``deit.inference.evaluation.evaluate`` fuses anew at each call, so validation during training
-always sees the current weights.
+``torch.inference_mode`` (whose tensors have no counter), or a parameter the model replaces (reset_classifier,
+set_img_size, .to()), is not seen: fuse again. Moving or casting the copy leaves the model where it is.
+``deit.inference.evaluation.evaluate`` fuses anew at each call, so validation during training always sees the
+current weights.
 """
 
 from __future__ import annotations
