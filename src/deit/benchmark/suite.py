@@ -18,6 +18,7 @@ from deit.benchmark.report import Row
 from deit.benchmark.timing import race
 from deit.benchmark.training import bench_training
 from deit.models.attention import describe_choices
+from deit.runtime.allocator import allocator_setting
 
 
 def quick_config(config: BenchmarkConfig) -> BenchmarkConfig:
@@ -76,6 +77,7 @@ def run_benchmark(config: BenchmarkConfig, progress: Callable[[str], None] | Non
             "python": platform.python_version(),
             "date": datetime.date.today().isoformat(),
             "threads": torch.get_num_threads(),
+            "malloc": allocator_setting(),  # every contender runs in this process, under the same allocator
             "command": " ".join(["deit", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("deit") else None,
         }
         if "gemm" in config.tasks:

@@ -8,6 +8,7 @@ import importlib
 import sys
 
 from deit.cli.errors import CLIError, Parser, UsageError, debugging, report
+from deit.runtime.allocator import keep_freed_memory
 
 # One module per verb (deit.cli.<module>, the verb with "-" for "_"); each adds its parser and a `func(args) -> int`
 # default.
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     debug, argv = debugging(list(sys.argv[1:] if argv is None else argv))
+    keep_freed_memory()  # the command owns its process: batches reuse freed memory (deit.runtime.allocator)
     command = None
     try:
         args, unknown = build_parser().parse_known_args(argv)

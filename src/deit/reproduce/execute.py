@@ -22,6 +22,7 @@ from pathlib import Path
 
 from deit.reproduce.methods import get_method
 from deit.reproduce.regime import Regime
+from deit.runtime.allocator import keep_freed_memory, keeping_freed_memory
 
 
 @dataclass(frozen=True)
@@ -79,8 +80,16 @@ def run_job(job: Job) -> JobResult:
     return JobResult(job, outcome.rows, outcome.seconds, outcome.epoch_seconds)
 
 
+def start_worker(parent: int, keep_memory: bool) -> None:
+    """Pool initializer: the worker keeps freed memory when its parent does (``deit.runtime.allocator``), and stops
+    with its parent (:func:`stop_with_parent`)."""
+    if keep_memory:
+        keep_freed_memory()
+    stop_with_parent(parent)
+
+
 def stop_with_parent(parent: int, poll_seconds: float = 1.0, grace_seconds: float = 30.0) -> None:
-    """Pool initializer: when the study process is gone (killed, crashed) the worker stops its run as a SIGTERM
+    """When the study process is gone (killed, crashed) the worker stops its run as a SIGTERM
     would (a training run saves its state at the next step and exits; ``deit reproduce --resume`` continues it)
     instead of working on as an orphan that holds the CPUs. Whatever is still running ``grace_seconds`` later (an
     evaluation, a cache build, a handler that ignores the signal) ends there: its result has nowhere to go."""
@@ -123,7 +132,7 @@ def run_chains(chains: Sequence[Chain], workers: int, on_result: Callable[[JobRe
 
     # spawn, not fork: forking a process whose torch thread pools are already running can deadlock.
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=stop_with_parent, initargs=(os.getpid(),)) as pool:
+                             initializer=start_worker, initargs=(os.getpid(), keeping_freed_memory())) as pool:
         pending: dict[Future, Job] = {}
         stages = {id(chain): chain.stages() for chain in chains}
         left: dict[int, int] = {}  # chain -> jobs of its current stage still running
@@ -160,4 +169,4 @@ def run_chains(chains: Sequence[Chain], workers: int, on_result: Callable[[JobRe
 
 
 __all__ = ["CACHE_JOB", "Chain", "Job", "JobResult", "available_cpus", "run_chains", "run_job",
-           "stop_with_parent"]
+           "start_worker", "stop_with_parent"]
