@@ -49,7 +49,7 @@ def keep_freed_memory() -> str:
         _state = "the C library's defaults (not glibc: nothing to tune)"
         return _state
     if libc.mallopt(M_MMAP_MAX, 0) != 1 or libc.mallopt(M_TRIM_THRESHOLD, TRIM_AT) != 1:
-        _state = f"{DEFAULT} (mallopt refused the setting)"
+        _state = "glibc, as mallopt left it (it refused the setting: freed memory may not be kept)"
         return _state
     _state, _kept = "glibc keeps freed memory (no mmap per block, heap trimmed above 2 GiB free)", True
     return _state
