@@ -142,13 +142,13 @@ class VisionTransformer(Classifier):
         tokens' outputs alone (they still attend to every token), since no head reads the patch tokens' outputs.
         Where something could watch those outputs (a forward or backward hook on the last block, one of its layers or
         the final norm, a global hook) or the last block is not a stock one, every token is computed, as before."""
-        x = self.embed(x)
+        prefix = self.num_prefix_tokens
         *body, last = self.blocks
+        if not self._may_trim(last):
+            return self.forward_features(x)[:, :prefix]
+        x = self.embed(x)
         for blk in body:
             x = blk(x)
-        prefix = self.num_prefix_tokens
-        if not self._may_trim(last):
-            return self.norm(last(x))[:, :prefix]
         return self.norm(last(x, prefix))
 
     def _may_trim(self, last: nn.Module) -> bool:

@@ -32,15 +32,15 @@ M_MMAP_MAX = -4
 TRIM_AT = 2**31 - 1  # mallopt takes an int: the largest free heap top kept, ~2 GiB
 
 DEFAULT = "glibc defaults"
+KEPT = "glibc keeps freed memory (no mmap per block, heap trimmed above 2 GiB free)"
 _state = DEFAULT
-_kept = False
 
 
 def keep_freed_memory() -> str:
     """Make this process keep the memory it frees (see the module); returns what the allocator does now, in words
     (also :func:`allocator_setting`). Harmless where it cannot apply (not glibc) or where ``DEIT_KEEP_FREED_MEMORY=0``
     opts out: then it changes nothing and says why."""
-    global _state, _kept
+    global _state
     if os.environ.get(ENV, "1").strip() == "0":
         _state = f"{DEFAULT} ({ENV}=0)"
         return _state
@@ -51,7 +51,7 @@ def keep_freed_memory() -> str:
     if libc.mallopt(M_MMAP_MAX, 0) != 1 or libc.mallopt(M_TRIM_THRESHOLD, TRIM_AT) != 1:
         _state = "glibc, as mallopt left it (it refused the setting: freed memory may not be kept)"
         return _state
-    _state, _kept = "glibc keeps freed memory (no mmap per block, heap trimmed above 2 GiB free)", True
+    _state = KEPT
     return _state
 
 
@@ -62,7 +62,7 @@ def allocator_setting() -> str:
 
 def keeping_freed_memory() -> bool:
     """Whether :func:`keep_freed_memory` took effect in this process (what a process it starts should do too)."""
-    return _kept
+    return _state == KEPT
 
 
 def _glibc() -> ctypes.CDLL | None:
